@@ -1,0 +1,172 @@
+"""Interventions as values: direction ablation/addition and SAE feature clamps.
+
+Each is a small dataclass applied through ``ChatModel.hooked`` (or any ChatModel call
+that takes ``interventions``). Feature clamps use the exact sparse form of METHOD.md
+§5: with the SAE error kept, ``decode(f') + (h - decode(f)) = h + Σ_i (f'_i - f_i) W_dec[i]``,
+so only the selected latents are encoded and the cost does not grow with SAE width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .hooks import EMBED, EditContext, Intervention, Positions
+from .saes import SAESet
+from .types import FeatureList, feature_list
+
+
+def _unit(r: Tensor) -> Tensor:
+    r = r.detach().float()
+    return r / r.norm().clamp(min=1e-12)
+
+
+@dataclass(eq=False)
+class AblateDirection(Intervention):
+    """``h <- h - (h·r̂) r̂`` at the embedding output and after every layer (or ``at``)."""
+
+    direction: Float[Tensor, "d_model"]
+    at: Sequence[int] | None = None
+    positions: Positions = "all"
+
+    def __post_init__(self) -> None:
+        self._r = _unit(self.direction)
+
+    def sites(self, n_layers: int) -> set[int]:
+        return set(self.at) if self.at is not None else {EMBED, *range(n_layers)}
+
+    def edit(self, site: int, h: Tensor, ctx: EditContext) -> Tensor:
+        r = self._r.to(h.device, h.dtype)
+        return h - (h @ r).unsqueeze(-1) * r
+
+
+@dataclass(eq=False)
+class AddDirection(Intervention):
+    """``h <- h + coeff · r`` after one layer (activation addition)."""
+
+    direction: Float[Tensor, "d_model"]
+    layer: int
+    coeff: float = 1.0
+    positions: Positions = "all"
+
+    def sites(self, n_layers: int) -> set[int]:
+        return {self.layer}
+
+    def edit(self, site: int, h: Tensor, ctx: EditContext) -> Tensor:
+        return h + self.coeff * self.direction.to(h.device, h.dtype)
+
+
+@dataclass(eq=False)
+class _FeatureClamp(Intervention):
+    """Shared machinery of ScaleFeatures/SetFeatures.
+
+    ``features`` is one ``[n, 2]`` list of (layer, latent) for every prompt, or a list
+    with one such list per prompt (per-prompt sets); ``select`` picks a batch's rows.
+    """
+
+    saes: SAESet
+    features: FeatureList | Sequence[FeatureList]
+    positions: Positions = "all"
+    _per_layer: dict = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.per_prompt = not isinstance(self.features, Tensor) and not _is_pair_list(
+            self.features
+        )
+        if self.per_prompt:
+            self.features = [feature_list(f) for f in self.features]
+            self._per_layer = _index_per_row(self.features)
+        else:
+            self.features = feature_list(self.features)
+            self._per_layer = {
+                int(layer): (self.features[self.features[:, 0] == layer, 1], None)
+                for layer in self.features[:, 0].unique().tolist()
+            }
+        missing = set(self._per_layer) - set(self.saes.layers)
+        if missing:
+            from .errors import RefusalScopeError
+
+            raise RefusalScopeError(
+                f"features refer to layers {sorted(missing)} that have no SAE "
+                f"(SAE layers: {self.saes.layers})"
+            )
+
+    def sites(self, n_layers: int) -> set[int]:
+        return set(self._per_layer)
+
+    def select(self, rows: Sequence[int]) -> Intervention:
+        if not self.per_prompt:
+            return self
+        return replace(self, features=[self.features[i] for i in rows])
+
+    def target(self, f: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def edit(self, site: int, h: Tensor, ctx: EditContext) -> Tensor:
+        latents, mask = self._per_layer[site]
+        if latents.numel() == 0:
+            return h
+        if mask is not None and latents.shape[0] != h.shape[0]:
+            raise ValueError(
+                f"per-prompt features for {latents.shape[0]} prompts applied to a batch of "
+                f"{h.shape[0]}; call .select(rows) for the batch"
+            )
+        f = self.saes.encode(site, h, latents)
+        delta = self.target(f) - f
+        rows = self.saes.decoder_rows(site, latents).to(delta.dtype)
+        if mask is None:
+            shift = delta @ rows
+        else:
+            delta = delta * mask.to(delta.device, delta.dtype)[:, None, :]
+            shift = torch.einsum("btk,bkd->btd", delta, rows)
+        return h + shift.to(h.dtype)
+
+
+@dataclass(eq=False)
+class ScaleFeatures(_FeatureClamp):
+    """``f'_i = c · f_i`` for the selected latents (``c=-3``: the paper's jailbreak clamp)."""
+
+    c: float = -3.0
+
+    def target(self, f: Tensor) -> Tensor:
+        return self.c * f
+
+
+@dataclass(eq=False)
+class SetFeatures(_FeatureClamp):
+    """``f'_i = v`` for the selected latents (refusal induction)."""
+
+    v: float = 10.0
+
+    def target(self, f: Tensor) -> Tensor:
+        return torch.full_like(f, self.v)
+
+
+def _is_pair_list(x: Sequence) -> bool:
+    """True for ``[(layer, latent), ...]``; False for a list of per-prompt lists/tensors."""
+    if len(x) == 0:
+        return True
+    first = x[0]
+    return not isinstance(first, Tensor) and len(first) == 2 and all(
+        isinstance(v, int) for v in first
+    )
+
+
+def _index_per_row(per_row: Sequence[Tensor]) -> dict[int, tuple[Tensor, Tensor]]:
+    """layer -> (latents ``[B, k_max]`` padded with 0, mask ``[B, k_max]``)."""
+    layers = sorted({int(lay) for f in per_row for lay in f[:, 0].tolist()})
+    out = {}
+    for layer in layers:
+        lists = [f[f[:, 0] == layer, 1] for f in per_row]
+        k = max(len(x) for x in lists)
+        latents = torch.zeros(len(lists), k, dtype=torch.long)
+        mask = torch.zeros(len(lists), k, dtype=torch.bool)
+        for b, x in enumerate(lists):
+            latents[b, : len(x)] = x
+            mask[b, : len(x)] = True
+        out[layer] = (latents, mask)
+    return out

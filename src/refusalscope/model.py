@@ -1,0 +1,392 @@
+"""ChatModel: one wrapper over any Hugging Face causal chat LM.
+
+Loads a model and tokenizer, formats prompts with the tokenizer's own chat template,
+tokenizes with left padding (never a double BOS), finds the decoder layers, and runs
+forward passes, captures and greedy generation with interventions applied through
+``hooks.hooked``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from os.path import commonprefix
+from pathlib import Path
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .errors import RefusalScopeError
+from .hooks import EMBED, Capture, Intervention, hooked
+
+log = logging.getLogger(__name__)
+
+# Where decoder layers live in the architectures we know; anything else falls back to
+# the first ModuleList whose length is the configured depth.
+_LAYER_PATHS = (
+    "model.layers",  # Llama, Mistral, Qwen2, Gemma, Gemma-2, Phi-3
+    "model.language_model.layers",  # Gemma-3 and other multimodal wrappers
+    "transformer.h",  # GPT-2, Falcon
+    "gpt_neox.layers",
+    "model.decoder.layers",  # OPT
+)
+
+
+@dataclass
+class TokenBatch:
+    """A left-padded batch of chat-formatted prompts."""
+
+    input_ids: Int[Tensor, "batch seq"]
+    attention_mask: Int[Tensor, "batch seq"]
+    prompt_mask: Bool[Tensor, "batch seq"]
+    """True from the first token of the user text onwards; False on padding, BOS and
+    any preamble the chat template puts before the user text."""
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(
+            self.input_ids.to(device), self.attention_mask.to(device), self.prompt_mask.to(device)
+        )
+
+
+@dataclass
+class Activations:
+    """Residual activations of a set of prompts at some sites."""
+
+    sites: list[int]
+    acts: Float[Tensor, "batch site ..."]
+    """``[N, n_sites, d_model]`` for the last position, ``[N, n_sites, seq, d_model]`` for all."""
+    tokens: TokenBatch
+    """The prompts as tokenized (padded to one common length for ``positions='all'``)."""
+
+
+@dataclass
+class Generations:
+    """Greedy continuations, in the order of the prompts."""
+
+    texts: list[str]
+    token_ids: list[list[int]]
+
+
+def pick_device_dtype(
+    device: str | None, dtype: str | None
+) -> tuple[torch.device, torch.dtype]:
+    """Decide device and dtype once, and log why."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        log.info("device=%s (auto: %s)", device, "CUDA available" if device == "cuda" else "no GPU")
+    if dtype is None:
+        bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        dtype = "bfloat16" if bf16 else "float32"
+        log.info("dtype=%s (auto: %s)", dtype, "bf16-capable GPU" if bf16 else "float32 off-GPU")
+    try:
+        torch_dtype = getattr(torch, dtype)
+        assert isinstance(torch_dtype, torch.dtype)
+    except (AttributeError, AssertionError):
+        raise RefusalScopeError(
+            f"unknown dtype {dtype!r}; use float32, bfloat16 or float16"
+        ) from None
+    return torch.device(device), torch_dtype
+
+
+def _looks_local(name: str) -> bool:
+    """Hub ids are ``name`` or ``org/name``; anything else is meant as a folder."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a causal LM, found generically."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    n = getattr(cfg, "num_hidden_layers", None)
+    for path in _LAYER_PATHS:
+        mod: nn.Module | None = model
+        for attr in path.split("."):
+            mod = getattr(mod, attr, None)
+        if isinstance(mod, nn.ModuleList) and (n is None or len(mod) == n):
+            return mod
+    for mod in model.modules():
+        if isinstance(mod, nn.ModuleList) and n is not None and len(mod) == n:
+            return mod
+    raise RefusalScopeError(
+        f"cannot locate the decoder layers of {type(model).__name__}: none of "
+        f"{', '.join(_LAYER_PATHS)} is a ModuleList of num_hidden_layers={n}. "
+        "Add the attribute path to refusalscope.model._LAYER_PATHS."
+    )
+
+
+class ChatModel:
+    """Any HF causal chat LM, with residual-stream access after every decoder layer."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        *,
+        name: str = "model",
+        system_prompt: str | None = None,
+    ) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise RefusalScopeError(
+                f"the tokenizer of {name} has no chat template; refusalscope needs a chat "
+                "model (set tokenizer.chat_template, or use the instruction-tuned checkpoint)"
+            )
+        self.hf = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.system_prompt = system_prompt
+        self.layers = find_decoder_layers(model)
+        self.n_layers = len(self.layers)
+        emb = model.get_input_embeddings()
+        self.d_model = int(emb.weight.shape[1])
+        self.device = emb.weight.device
+        self.dtype = emb.weight.dtype
+        self.pad_id = self._pad_id()
+        self.eos_ids = self._eos_ids()
+        self._bos_expected = self._tokenizer_adds_bos()
+        self._preamble_chars = self._preamble_length()
+
+    # ---------------------------------------------------------------- loading
+    @classmethod
+    def load(
+        cls,
+        name_or_path: str,
+        *,
+        device: str | None = None,
+        dtype: str | None = None,
+        trust_remote_code: bool = False,
+        system_prompt: str | None = None,
+    ) -> ChatModel:
+        """Load from a hub id or a local folder (``AutoModelForCausalLM``/``AutoTokenizer``)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(name_or_path).expanduser()
+        if not path.exists() and _looks_local(name_or_path):
+            raise RefusalScopeError(
+                f"model folder {name_or_path!r} does not exist; pass an existing folder "
+                "saved with save_pretrained, or a Hugging Face hub id like 'google/gemma-2-2b-it'"
+            )
+        source = str(path) if path.exists() else name_or_path
+        dev, dt = pick_device_dtype(device, dtype)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dt, trust_remote_code=trust_remote_code
+            )
+        except OSError as e:
+            raise RefusalScopeError(
+                f"could not load {name_or_path!r}: {e}. Check the hub id or folder; offline "
+                "machines need the weights in the local HF cache or a local folder"
+            ) from e
+        model.to(dev)
+        log.info("loaded %s on %s in %s", name_or_path, dev, dt)
+        return cls(model, tokenizer, name=name_or_path, system_prompt=system_prompt)
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        if tok.pad_token_id is not None:
+            return int(tok.pad_token_id)
+        if tok.eos_token_id is not None:
+            return int(tok.eos_token_id)  # masked out by the attention mask anyway
+        return 0
+
+    def _eos_ids(self) -> list[int]:
+        ids: list[int] = []
+        gen_cfg = getattr(self.hf, "generation_config", None)
+        for src in (getattr(gen_cfg, "eos_token_id", None), self.tokenizer.eos_token_id):
+            for i in [src] if isinstance(src, int) else list(src or []):
+                if i not in ids:
+                    ids.append(int(i))
+        return ids
+
+    def _tokenizer_adds_bos(self) -> bool:
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
+            return False
+        ids = self.tokenizer("x", add_special_tokens=True)["input_ids"]
+        return bool(ids) and ids[0] == bos
+
+    def _preamble_length(self) -> int:
+        """Characters the template puts before the user text (same for every prompt)."""
+        a, b = self.format("A"), self.format("B")
+        return len(commonprefix([a, b]))
+
+    # ------------------------------------------------------------- formatting
+    def format(self, instruction: str) -> str:
+        """The chat-formatted prompt, ending with the generation prompt."""
+        messages = [{"role": "user", "content": instruction}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def _encode_one(self, instruction: str) -> tuple[list[int], list[bool]]:
+        text = self.format(instruction)
+        tok = self.tokenizer
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=tok.is_fast)
+        ids = list(enc["input_ids"])
+        if tok.is_fast:
+            in_prompt = [end > self._preamble_chars for _, end in enc["offset_mapping"]]
+        else:
+            n_pre = len(tok(text[: self._preamble_chars], add_special_tokens=False)["input_ids"])
+            in_prompt = [i >= n_pre for i in range(len(ids))]
+        bos = tok.bos_token_id
+        if self._bos_expected and (not ids or ids[0] != bos):
+            ids, in_prompt = [bos, *ids], [False, *in_prompt]
+        if bos is not None and ids and ids[0] == bos:
+            in_prompt[0] = False
+        return ids, in_prompt
+
+    def tokenize(self, instructions: Sequence[str], pad_to: int | None = None) -> TokenBatch:
+        """Chat-format and tokenize, left-padded to the longest prompt (or ``pad_to``)."""
+        if len(instructions) == 0:
+            raise RefusalScopeError("empty prompt list: give at least one instruction")
+        for s in instructions:
+            if not isinstance(s, str) or not s.strip():
+                raise RefusalScopeError(f"every prompt must be a non-empty string, got {s!r}")
+        encoded = [self._encode_one(s) for s in instructions]
+        T = max(len(ids) for ids, _ in encoded)
+        T = max(T, pad_to or 0)
+        B = len(encoded)
+        input_ids = torch.full((B, T), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((B, T), dtype=torch.long)
+        pmask = torch.zeros((B, T), dtype=torch.bool)
+        for i, (ids, in_prompt) in enumerate(encoded):
+            n = len(ids)
+            input_ids[i, T - n :] = torch.tensor(ids)
+            attn[i, T - n :] = 1
+            pmask[i, T - n :] = torch.tensor(in_prompt)
+        return TokenBatch(input_ids, attn, pmask)
+
+    # ---------------------------------------------------------------- forward
+    def hooked(self, interventions: Sequence[Intervention]):
+        """Context manager applying interventions to every forward call inside it."""
+        return hooked(self.hf, self.layers, interventions)
+
+    def check_site(self, site: int) -> int:
+        if not EMBED <= site < self.n_layers:
+            raise RefusalScopeError(
+                f"layer {site} is out of range: {self.name} has layers 0..{self.n_layers - 1}"
+                f" (and {EMBED} for the embedding output)"
+            )
+        return site
+
+    def check_direction(self, r: Tensor) -> Tensor:
+        if r.ndim != 1 or r.shape[0] != self.d_model:
+            raise RefusalScopeError(
+                f"direction has shape {tuple(r.shape)} but {self.name} has d_model={self.d_model}"
+                " — was it computed on another model?"
+            )
+        return r
+
+    def batches(
+        self, instructions: Sequence[str], batch_size: int, desc: str | None = None
+    ) -> Iterator[tuple[list[int], TokenBatch]]:
+        """Batches of prompt indices (similar lengths together) with their tokens."""
+        if len(instructions) == 0:
+            raise RefusalScopeError("empty prompt list: give at least one instruction")
+        order = sorted(range(len(instructions)), key=lambda i: len(instructions[i]))
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        for rows in tqdm(chunks, desc=desc, disable=desc is None, leave=False):
+            yield rows, self.tokenize([instructions[i] for i in rows]).to(self.device)
+
+    def forward(
+        self, tokens: TokenBatch, interventions: Sequence[Intervention] = ()
+    ) -> Float[Tensor, "batch seq vocab"]:
+        """Logits of one batch with interventions active."""
+        with self.hooked(interventions):
+            out = self.hf(
+                input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, use_cache=False
+            )
+        return out.logits
+
+    @torch.no_grad()
+    def last_logits(
+        self,
+        instructions: Sequence[str],
+        interventions: Sequence[Intervention] = (),
+        batch_size: int = 32,
+    ) -> Float[Tensor, "batch vocab"]:
+        """Next-token logits at the end of each chat-formatted prompt (float32, CPU)."""
+        out: list[Tensor | None] = [None] * len(instructions)
+        for rows, tokens in self.batches(instructions, batch_size, "logits"):
+            ivs = [iv.select(rows) for iv in interventions]
+            logits = self.forward(tokens, ivs)[:, -1].float().cpu()
+            for j, i in enumerate(rows):
+                out[i] = logits[j]
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    @torch.no_grad()
+    def capture(
+        self,
+        instructions: Sequence[str],
+        sites: Sequence[int],
+        *,
+        positions: str = "last",
+        interventions: Sequence[Intervention] = (),
+        batch_size: int = 32,
+    ) -> Activations:
+        """Residuals at ``sites`` after the interventions, at the last or all positions."""
+        sites = [self.check_site(s) for s in sites]
+        if positions not in ("last", "all"):
+            raise RefusalScopeError(f"positions must be 'last' or 'all', got {positions!r}")
+        T = max(len(self._encode_one(s)[0]) for s in instructions) if instructions else 0
+        out: list[Tensor | None] = [None] * len(instructions)
+        for rows, tokens in self.batches(instructions, batch_size, "capture"):
+            cap = Capture(sites)
+            self.forward(tokens, [*(iv.select(rows) for iv in interventions), cap])
+            acts = torch.stack([cap.get(s) for s in sites], dim=1)  # [B, site, seq, d]
+            acts = acts[:, :, -1] if positions == "last" else acts
+            for j, i in enumerate(rows):
+                a = acts[j].float().cpu()
+                if positions == "all":
+                    a = torch.nn.functional.pad(a, (0, 0, T - a.shape[1], 0))
+                out[i] = a
+        tokens = self.tokenize(instructions, pad_to=T)
+        return Activations(sites, torch.stack(out), tokens)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        instructions: Sequence[str],
+        interventions: Sequence[Intervention] = (),
+        *,
+        max_new_tokens: int = 64,
+        batch_size: int = 32,
+        desc: str | None = "generate",
+    ) -> Generations:
+        """Batched greedy generation with KV cache and left padding; interventions on."""
+        from transformers import GenerationConfig
+
+        gen_cfg = GenerationConfig(
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=self.pad_id,
+            eos_token_id=self.eos_ids or None,
+            use_cache=True,
+        )
+        texts: list[str] = [""] * len(instructions)
+        ids_out: list[list[int]] = [[] for _ in instructions]
+        for rows, tokens in self.batches(instructions, batch_size, desc):
+            ivs = [iv.select(rows) for iv in interventions]
+            with self.hooked(ivs):
+                seqs = self.hf.generate(
+                    input_ids=tokens.input_ids,
+                    attention_mask=tokens.attention_mask,
+                    generation_config=gen_cfg,
+                )
+            new = seqs[:, tokens.input_ids.shape[1] :].tolist()
+            for j, i in enumerate(rows):
+                ids_out[i] = self._cut_at_eos(new[j])
+                texts[i] = self.tokenizer.decode(ids_out[i], skip_special_tokens=True)
+        return Generations(texts, ids_out)
+
+    def _cut_at_eos(self, ids: list[int]) -> list[int]:
+        for k, t in enumerate(ids):
+            if t in self.eos_ids:
+                return ids[:k]
+        return ids

@@ -1,0 +1,211 @@
+"""SAEs through ``sae_lens`` only: loading, checks against the model, and latent math.
+
+The fast paths of refusalscope (SAE-free LA-IG, sparse clamping) rely on the decoder
+being affine, ``decode(f) = f @ W_dec_eff + b_dec``. ``decoder_rows`` returns
+``W_dec_eff`` (TopK SAEs trained with ``rescale_acts_by_decoder_norm`` decode with
+unit-norm rows), and ``encode`` computes only the requested latents when the encoder
+is per-latent (ReLU, JumpReLU, gated); TopK-style encoders need the full encode.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .errors import RefusalScopeError
+
+log = logging.getLogger(__name__)
+
+PER_LATENT_ARCHS = ("standard", "jumprelu", "gated")
+"""Architectures whose latent ``i`` depends only on column ``i`` of the encoder."""
+
+_AFFINE_NORMS = ("none", "expected_average_only_in")
+
+
+def hook_layer(hook_name: str | None) -> int | None:
+    """Residual layer (resid_post index) an SAE reads, from its hook name, if known."""
+    if not hook_name:
+        return None
+    m = re.search(r"(?:blocks|layers?|h)\.(\d+)\.hook_resid_(pre|post|mid)", hook_name)
+    if m:
+        layer, kind = int(m.group(1)), m.group(2)
+        if kind == "mid":
+            raise RefusalScopeError(
+                f"SAE hook {hook_name!r} reads resid_mid; refusalscope needs residual-stream "
+                "SAEs after a layer (hook_resid_post, or hook_resid_pre of the next layer)"
+            )
+        return layer if kind == "post" else layer - 1
+    m = re.search(r"layers?\.(\d+)$", hook_name)
+    return int(m.group(1)) if m else None
+
+
+def _check_affine(sae, where: str) -> None:
+    norm = sae.cfg.normalize_activations
+    if norm not in _AFFINE_NORMS:
+        raise RefusalScopeError(
+            f"SAE {where} uses normalize_activations={norm!r}, whose decoder depends on the "
+            "input; refusalscope supports 'none' and 'expected_average_only_in' SAEs"
+        )
+    if getattr(sae.cfg, "reshape_activations", "none") != "none":
+        raise RefusalScopeError(f"SAE {where} reshapes activations (hook_z); use a residual SAE")
+
+
+@dataclass
+class SAESet:
+    """The SAEs attached to a model, keyed by the residual layer they read."""
+
+    saes: dict[int, object]
+    """layer -> ``sae_lens.SAE`` (inference class)."""
+    sources: dict[int, str] = field(default_factory=dict)
+    """layer -> where it was loaded from (folder, or ``release:sae_id``)."""
+
+    def __post_init__(self) -> None:
+        self._rows: dict[int, Tensor] = {}
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.saes)
+
+    def d_sae(self, layer: int) -> int:
+        return int(self.saes[layer].cfg.d_sae)
+
+    # ------------------------------------------------------------ loading
+    @classmethod
+    def from_folders(
+        cls, folders: Mapping[int, str | Path], device: str = "cpu", dtype: str = "float32"
+    ) -> SAESet:
+        """Load one SAELens-format folder (``cfg.json`` + ``sae_weights.safetensors``) per layer."""
+        from sae_lens import SAE
+
+        saes, sources = {}, {}
+        for layer, folder in sorted(folders.items()):
+            path = Path(folder).expanduser()
+            if not (path / "cfg.json").exists():
+                raise RefusalScopeError(
+                    f"SAE folder for layer {layer} ({path}) has no cfg.json; give a folder "
+                    "written by sae_lens (SAE.save_model / save_inference_model)"
+                )
+            saes[int(layer)] = SAE.load_from_disk(str(path), device=device, dtype=dtype)
+            sources[int(layer)] = str(path)
+        return cls._made(saes, sources)
+
+    @classmethod
+    def from_release(
+        cls, release: str, sae_ids: Mapping[int, str], device: str = "cpu", dtype: str = "float32"
+    ) -> SAESet:
+        """Load pretrained SAEs, e.g. ``gemma-scope-2b-pt-res-canonical`` + per-layer ids."""
+        from sae_lens import SAE
+
+        saes, sources = {}, {}
+        for layer, sae_id in sorted(sae_ids.items()):
+            try:
+                saes[int(layer)] = SAE.from_pretrained(release, sae_id, device=device, dtype=dtype)
+            except (OSError, ValueError, KeyError) as e:
+                raise RefusalScopeError(
+                    f"could not load SAE {release}:{sae_id} for layer {layer}: {e}"
+                ) from e
+            sources[int(layer)] = f"{release}:{sae_id}"
+        return cls._made(saes, sources)
+
+    @classmethod
+    def _made(cls, saes: dict, sources: dict) -> SAESet:
+        if not saes:
+            raise RefusalScopeError("no SAEs given: configure at least one layer")
+        for layer, sae in saes.items():
+            _check_affine(sae, sources[layer])
+            sae.eval()
+            for p in sae.parameters():
+                p.requires_grad_(False)
+        return cls(saes, sources)
+
+    def check(self, n_layers: int, d_model: int, model_name: str = "the model") -> None:
+        """Raise if an SAE does not fit the model (width or layer)."""
+        for layer, sae in self.saes.items():
+            where = self.sources.get(layer, f"layer {layer}")
+            if sae.cfg.d_in != d_model:
+                raise RefusalScopeError(
+                    f"SAE for layer {layer} ({where}) expects d_in={sae.cfg.d_in} but "
+                    f"{model_name} has hidden size {d_model} — wrong SAE release for this model?"
+                )
+            if not 0 <= layer < n_layers:
+                raise RefusalScopeError(
+                    f"SAE configured for layer {layer} ({where}) but {model_name} has layers "
+                    f"0..{n_layers - 1}"
+                )
+            hooked = hook_layer(getattr(sae.cfg.metadata, "hook_name", None))
+            if hooked is not None and hooked != layer:
+                raise RefusalScopeError(
+                    f"SAE {where} was trained on {sae.cfg.metadata.hook_name!r} (residual after "
+                    f"layer {hooked}) but is configured for layer {layer}; fix the layer mapping"
+                )
+
+    # --------------------------------------------------------- latent math
+    def decoder_rows(
+        self, layer: int, latents: Int[Tensor, "*n"] | None = None
+    ) -> Float[Tensor, "*n d_model"]:
+        """Effective decoder rows: ``decode(f) - decode(0) = f @ rows``."""
+        if layer not in self._rows:
+            sae = self.saes[layer]
+            W = sae.W_dec.detach()
+            if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
+                W = W / W.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+            self._rows[layer] = W
+        rows = self._rows[layer]
+        return rows if latents is None else rows[latents.to(rows.device)]
+
+    def encode(
+        self,
+        layer: int,
+        h: Float[Tensor, "batch seq d_model"],
+        latents: Int[Tensor, "k"] | Int[Tensor, "batch k"] | None = None,
+    ) -> Float[Tensor, "batch seq k"]:
+        """Latent activations; only the ``latents`` asked for when the encoder allows it.
+
+        ``latents`` is shared by every row (``[k]``) or given per row (``[batch, k]``).
+        """
+        sae = self.saes[layer]
+        if latents is None:
+            return sae.encode(h)
+        latents = latents.to(sae.W_enc.device)
+        arch = sae.cfg.architecture()
+        if arch not in PER_LATENT_ARCHS:
+            full = sae.encode(h)
+            return _gather_latents(full, latents)
+        x = sae.process_sae_in(h)
+        if arch == "gated":
+            W_gate = sae.W_enc
+            W_mag = sae.W_enc * sae.r_mag.exp()
+            gate = _project(x, W_gate, sae.b_gate, latents) > 0
+            mag = torch.relu(_project(x, W_mag, sae.b_mag, latents))
+            return gate.to(mag.dtype) * mag
+        pre = _project(x, sae.W_enc, sae.b_enc, latents)
+        acts = torch.relu(pre)
+        if arch == "jumprelu":
+            thr = sae.threshold[latents]
+            thr = thr if latents.ndim == 1 else thr[:, None, :]
+            acts = acts * (pre > thr).to(acts.dtype)
+        return acts
+
+
+def _project(x: Tensor, W: Tensor, b: Tensor, latents: Tensor) -> Tensor:
+    """``x @ W[:, latents] + b[latents]`` for shared ``[k]`` or per-row ``[B, k]`` latents."""
+    if latents.ndim == 1:
+        return x @ W[:, latents] + b[latents]
+    W_rows = W[:, latents].permute(1, 0, 2)  # [B, d, k]
+    flat = x.reshape(x.shape[0], -1, x.shape[-1])
+    out = torch.bmm(flat, W_rows) + b[latents][:, None, :]
+    return out.reshape(*x.shape[:-1], latents.shape[-1])
+
+
+def _gather_latents(full: Tensor, latents: Tensor) -> Tensor:
+    if latents.ndim == 1:
+        return full[..., latents]
+    idx = latents.reshape(latents.shape[0], *([1] * (full.ndim - 2)), latents.shape[1])
+    return torch.gather(full, -1, idx.expand(*full.shape[:-1], latents.shape[1]))

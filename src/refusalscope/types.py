@@ -1,0 +1,61 @@
+"""Small value types shared by every stage: prompts and SAE feature lists.
+
+Dimension names used in shape annotations across the package:
+``batch`` prompts in a batch, ``seq`` token positions, ``d_model`` residual width,
+``d_sae`` SAE width, ``site`` residual sites (layers), ``feat`` selected (layer, latent)
+pairs, ``cand`` candidate pairs, ``vocab`` vocabulary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+# A feature is one SAE latent at one layer: rows of [layer, latent].
+FeatureList = Int[Tensor, "feat 2"]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One user instruction with whatever ground truth is known about it."""
+
+    instruction: str
+    """The user turn, without any chat formatting."""
+    harmful: bool | None = None
+    """True for harmful requests, False for harmless ones, None when unknown."""
+    category: str | None = None
+    """Harm category or harmless topic, when the dataset has one."""
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    """Extra labels (the organism's template, wrapper, object, split, ...)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "instruction": self.instruction,
+            "harmful": self.harmful,
+            "category": self.category,
+            "meta": dict(self.meta),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Prompt:
+        return cls(
+            instruction=d["instruction"],
+            harmful=d.get("harmful"),
+            category=d.get("category"),
+            meta=dict(d.get("meta") or {}),
+        )
+
+
+def feature_list(pairs: Any) -> FeatureList:
+    """Normalise ``[(layer, latent), ...]`` or an ``[n, 2]`` tensor to a long tensor."""
+    t = torch.as_tensor(pairs, dtype=torch.long)
+    if t.numel() == 0:
+        return t.reshape(0, 2)
+    if t.ndim != 2 or t.shape[1] != 2:
+        raise ValueError(f"features must be (layer, latent) pairs, got shape {tuple(t.shape)}")
+    return t

@@ -1,0 +1,73 @@
+"""Tiny models and tokenizers built in the tests (no downloads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from refusalscope.model import ChatModel
+from refusalscope.organism.tokenizer import train_chat_tokenizer
+
+CORPUS = [
+    "how do I bake bread at home",
+    "write a short poem about the sea",
+    "Sure, here is a plan for your garden.",
+    "I can't help with that request.",
+    "explain how to fix a bicycle chain",
+    "tell me a story about a dragon and a knight",
+] * 10
+
+
+def make_tiny_model(arch: str, tokenizer, seed: int = 0, n_layers: int = 2, d_model: int = 64):
+    """A randomly initialised causal LM of the given family, a few hundred K parameters."""
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=d_model,
+        intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    families = {
+        "llama": (LlamaConfig, LlamaForCausalLM, {}),
+        "mistral": (MistralConfig, MistralForCausalLM, {"sliding_window": None}),
+        "qwen2": (Qwen2Config, Qwen2ForCausalLM, {}),
+        "gemma2": (
+            Gemma2Config,
+            Gemma2ForCausalLM,
+            {"head_dim": d_model // 4, "query_pre_attn_scalar": d_model // 4, "sliding_window": 64},
+        ),
+    }
+    cfg_cls, model_cls, extra = families[arch]
+    torch.manual_seed(seed)
+    cfg = cfg_cls(**common, **extra)
+    return model_cls(cfg).eval()
+
+
+ARCHS = ("llama", "gemma2", "qwen2", "mistral")
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    return train_chat_tokenizer(CORPUS, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(chat_tokenizer) -> ChatModel:
+    return ChatModel(make_tiny_model("llama", chat_tokenizer), chat_tokenizer, name="tiny-llama")
