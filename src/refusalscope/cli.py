@@ -1,0 +1,70 @@
+"""The ``refusalscope`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .errors import RefusalScopeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+organism_app = typer.Typer(no_args_is_help=True, help="The embedded model organism.")
+app.add_typer(organism_app, name="organism")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _fail(e: RefusalScopeError) -> None:
+    typer.echo(f"error: {e}", err=True)
+    raise typer.Exit(2)
+
+
+@organism_app.command("build")
+def organism_build(
+    out: Annotated[Path | None, typer.Option(help="Copy the organism here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for data, model and SAEs.")] = 0,
+    config: Annotated[
+        Path | None, typer.Option(help="JSON/TOML file with OrganismConfig fields.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Build the organism (or reuse the cached build) and print its organism.json summary."""
+    _setup_logging(verbose)
+    from .config import from_dict, read_config_file
+    from .organism.build import OrganismConfig, build_organism
+
+    try:
+        raw = read_config_file(config) if config else {}
+        raw["seed"] = seed if "seed" not in raw or seed != 0 else raw["seed"]
+        cfg = from_dict(OrganismConfig, raw, "organism config")
+        organism = build_organism(cfg, out=out, force=force)
+    except RefusalScopeError as e:
+        _fail(e)
+    m = organism.manifest
+    summary = {
+        "folder": str(organism.folder),
+        "build_seconds": m["build_seconds"],
+        "build_split": m["build_split"],
+        "n_params": m["n_params"],
+        "behavior": m["behavior"],
+        "saes": m["saes"],
+        "direction_sweep": m["direction_sweep"],
+    }
+    json.dump(summary, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def main() -> None:  # pragma: no cover
+    app()

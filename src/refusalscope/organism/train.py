@@ -1,0 +1,180 @@
+"""Train the organism's chat model: a small HF Llama with untied embeddings.
+
+Plain PyTorch: AdamW with warm-up then cosine decay, loss on response tokens of chat
+examples (plus every token of plain-text passages, a small language-modelling side
+task that gives the capability-cost measurement a held-out text to score).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..config import require
+
+log = logging.getLogger(__name__)
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class ModelTrainConfig:
+    """Architecture and optimisation of the organism's chat model."""
+
+    d_model: int = 128
+    """Residual width."""
+    n_layers: int = 4
+    """Decoder layers."""
+    n_heads: int = 4
+    """Attention heads (no grouped KV)."""
+    d_mlp: int = 512
+    """MLP hidden width."""
+    max_len: int = 96
+    """Longest training sequence in tokens; longer examples are dropped."""
+    steps: int = 400
+    """Optimiser steps."""
+    batch_size: int = 64
+    """Sequences per step."""
+    lr: float = 3e-3
+    """Peak learning rate."""
+    warmup_steps: int = 30
+    """Linear warm-up steps."""
+    min_lr_fraction: float = 0.1
+    """Cosine decay ends at this fraction of ``lr``."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Gradient norm clip."""
+    seed: int = 0
+    """Initialisation and batch-order seed."""
+
+    def __post_init__(self) -> None:
+        require(self.d_model % self.n_heads == 0, "d_model must be divisible by n_heads")
+        require(self.steps > 0 and self.batch_size > 0, "steps and batch_size must be positive")
+        require(0 <= self.warmup_steps < self.steps, "warmup_steps must be in [0, steps)")
+
+
+@dataclass
+class TrainStats:
+    """What training measured."""
+
+    steps: int
+    seconds: float
+    final_loss: float
+    n_sequences: int
+
+
+def build_model(cfg: ModelTrainConfig, tokenizer):
+    """A randomly initialised ``LlamaForCausalLM`` sized by ``cfg``."""
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_mlp,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=2 * cfg.max_len,
+        tie_word_embeddings=False,  # tied embeddings broke direction ablation (ORGANISM.md)
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return model
+
+
+def encode_chat(tokenizer, instruction: str, response: str) -> tuple[list[int], list[int]]:
+    """Token ids of a full chat turn and labels (response tokens + end token only)."""
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
+    )
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    r_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return p_ids + r_ids, [IGNORE] * len(p_ids) + r_ids
+
+
+def encode_plain(tokenizer, text: str) -> tuple[list[int], list[int]]:
+    """Plain text after BOS, every token scored."""
+    ids = [tokenizer.bos_token_id] + tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = ids + [tokenizer.eos_token_id]
+    return ids, [IGNORE] + ids[1:]
+
+
+def collate(
+    seqs: Sequence[tuple[list[int], list[int]]], pad_id: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded ``input_ids``, ``attention_mask``, ``labels``."""
+    T = max(len(ids) for ids, _ in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), T), dtype=torch.long)
+    labels = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
+    for i, (x, y) in enumerate(seqs):
+        ids[i, : len(x)] = torch.tensor(x)
+        attn[i, : len(x)] = 1
+        labels[i, : len(y)] = torch.tensor(y)
+    return ids, attn, labels
+
+
+def _lr_at(step: int, cfg: ModelTrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * progress))
+    return cfg.lr * (cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * cosine)
+
+
+def train_model(
+    model, seqs: Sequence[tuple[list[int], list[int]]], cfg: ModelTrainConfig, pad_id: int
+) -> TrainStats:
+    """Train in place on pre-encoded ``(input_ids, labels)`` sequences."""
+    seqs = [s for s in seqs if len(s[0]) <= cfg.max_len]
+    require(len(seqs) >= cfg.batch_size, f"only {len(seqs)} training sequences fit max_len")
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        weight_decay=0.0,
+    )
+    model.train()
+    order: list[int] = []
+    loss_ema = float("nan")
+    start = time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc="train organism", leave=False)
+    for step in bar:
+        if len(order) < cfg.batch_size:
+            order += rng.sample(range(len(seqs)), len(seqs))
+        batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        ids, attn, labels = collate([seqs[i] for i in batch], pad_id)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        loss_ema = loss.item() if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * loss.item()
+        bar.set_postfix(loss=f"{loss_ema:.3f}")
+    model.eval()
+    seconds = time.perf_counter() - start
+    log.info("trained organism: %d steps in %.1fs, loss %.3f", cfg.steps, seconds, loss_ema)
+    return TrainStats(cfg.steps, seconds, loss_ema, len(seqs))
