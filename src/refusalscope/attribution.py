@@ -84,9 +84,9 @@ class IGCache:
     """``a_l``: counterfactual residual after each SAE layer, before its own ablation."""
     grad: dict[int, Float[Tensor, "batch seq d_model"]]
     """``ḡ_l = mean_α ∂m/∂out_l``."""
-    jb_token: Int[Tensor, "batch"]
-    metric_clean: Float[Tensor, "batch"]
-    metric_patch: Float[Tensor, "batch"]
+    jb_token: Int[Tensor, " batch"]
+    metric_clean: Float[Tensor, " batch"]
+    metric_patch: Float[Tensor, " batch"]
 
 
 @dataclass
@@ -97,11 +97,11 @@ class AttributionResult:
     score: Float[Tensor, "prompt cand"]
     input_ids: Int[Tensor, "prompt seq"]
     position_mask: Bool[Tensor, "prompt seq"]
-    jb_token: Int[Tensor, "prompt"]
+    jb_token: Int[Tensor, " prompt"]
     ref_token: int
-    metric_clean: Float[Tensor, "prompt"]
+    metric_clean: Float[Tensor, " prompt"]
     """``m`` on the clean run (negative when the model refuses)."""
-    metric_patch: Float[Tensor, "prompt"]
+    metric_patch: Float[Tensor, " prompt"]
     """``m`` on the counterfactual run."""
     all_top: Int[Tensor, "prompt keep 2"] | None = None
     """Per prompt, the top (layer, latent) pairs over all latents (AP baseline)."""
@@ -130,13 +130,13 @@ class _Mix(Intervention):
         return out
 
 
-def metric(logits: Tensor, jb: Tensor, ref: int) -> Float[Tensor, "batch"]:
+def metric(logits: Tensor, jb: Tensor, ref: int) -> Float[Tensor, " batch"]:
     """``logit[t_jb] − logit[t_ref]`` at the last position."""
     last = logits[:, -1].float()
     return last.gather(1, jb[:, None].to(last.device))[:, 0] - last[:, ref]
 
 
-def jailbreak_tokens(patch_logits: Tensor, ref: int) -> Int[Tensor, "batch"]:
+def jailbreak_tokens(patch_logits: Tensor, ref: int) -> Int[Tensor, " batch"]:
     """Argmax of the counterfactual run, never the refusal token itself (m would be 0)."""
     last = patch_logits[:, -1].float().clone()
     last[:, ref] = -torch.inf
@@ -192,7 +192,7 @@ def score_latents(
     saes: SAESet,
     ig: IGCache,
     layer: int,
-    latents: Int[Tensor, "k"],
+    latents: Int[Tensor, " k"],
     direction: Tensor,
 ) -> Float[Tensor, "batch k"]:
     """Step 3 for some latents of one layer: position-averaged ``(f_patch − f_clean)·ḡ·W_dec``."""

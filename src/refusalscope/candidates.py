@@ -35,19 +35,17 @@ class CandidateResult:
 
     features: FeatureList
     """``[n_cand, 2]`` rows of (layer, latent)."""
-    cosine: Float[Tensor, "cand"]
+    cosine: Float[Tensor, " cand"]
     """Signed decoder cosine with r̂ of each candidate."""
 
 
-def decoder_cosines(saes: SAESet, layer: int, direction: Tensor) -> Float[Tensor, "d_sae"]:
+def decoder_cosines(saes: SAESet, layer: int, direction: Tensor) -> Float[Tensor, " d_sae"]:
     rows = saes.decoder_rows(layer).float()
     r = direction.float().to(rows.device)
     return (rows @ r) / (rows.norm(dim=-1).clamp(min=1e-12) * r.norm().clamp(min=1e-12))
 
 
-def compute_candidates(
-    saes: SAESet, direction: Tensor, cfg: CandidateConfig
-) -> CandidateResult:
+def compute_candidates(saes: SAESet, direction: Tensor, cfg: CandidateConfig) -> CandidateResult:
     """Top-``k`` latents per layer by signed decoder cosine with ``direction``."""
     feats, cos = [], []
     for layer in saes.layers:

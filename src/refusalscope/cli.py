@@ -66,5 +66,40 @@ def organism_build(
     sys.stdout.write("\n")
 
 
+@app.command("run")
+def run(
+    config: Annotated[
+        Path | None, typer.Option(help="JSON/TOML file with RunConfig fields.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("refusalscope-out"),
+    force: Annotated[
+        str | None, typer.Option(help="Recompute this stage and all later ones.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the whole method (organism by default) and write results, report and artifacts."""
+    _setup_logging(verbose)
+    from .config import from_dict, read_config_file
+    from .pipeline import RunConfig, run_pipeline, write_outputs
+
+    try:
+        raw = read_config_file(config) if config else {}
+        cfg = from_dict(RunConfig, raw, "run config")
+        res = run_pipeline(cfg, force=force)
+        write_outputs(res, out)
+    except RefusalScopeError as e:
+        _fail(e)
+    r = res.results
+    summary = {
+        "out": str(out),
+        "direction_layer": r["direction"]["layer"],
+        "steering": r["steering"],
+        "jailbreak_complied": {m: v["complied"] for m, v in r["jailbreak"].items()},
+        "stages_seconds": {k: v["seconds"] for k, v in r["stages"].items()},
+    }
+    json.dump(summary, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
 def main() -> None:  # pragma: no cover
     app()

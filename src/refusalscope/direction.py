@@ -60,7 +60,7 @@ class DirectionResult:
     """The same two rates without any intervention."""
 
     @property
-    def direction(self) -> Float[Tensor, "d_model"]:
+    def direction(self) -> Float[Tensor, " d_model"]:
         return self.r[self.layer]
 
 

@@ -66,9 +66,7 @@ def laig_reference(
         cap = Capture(layers)
         patch_logits = model.forward(tokens, [cap, ablate])
         patch_in = {l: cap.get(l) for l in layers}
-        f_patch = {
-            l: saes.encode(l, ablate.edit(l, patch_in[l], EditContext())) for l in layers
-        }
+        f_patch = {l: saes.encode(l, ablate.edit(l, patch_in[l], EditContext())) for l in layers}
     jb = jailbreak_tokens(patch_logits, ref_token)
     grad = {l: torch.zeros_like(f_clean[l]) for l in layers}
     with torch.enable_grad():

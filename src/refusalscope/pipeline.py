@@ -1,0 +1,430 @@
+"""The orchestrator: runs the stages in order, caching each by config hash.
+
+prompts → direction → candidates → attribution → features → sweep → jailbreak →
+capability → induction → outputs. Each stage is computed by its module's
+``compute_*``/evaluation function, saved under
+``$REFUSALSCOPE_CACHE/runs/<stage>/<hash>/`` (marked complete last) and reused while
+its config and everything upstream are unchanged; ``force`` recomputes a stage and
+all stages after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import artifacts as art
+from .attribution import AttributionConfig, compute_attribution, resolve_refusal_token
+from .cache import atomic_folder, cache_root, is_complete, versions
+from .candidates import CandidateConfig, compute_candidates
+from .config import config_hash, require, to_dict
+from .direction import DirectionConfig, compute_direction
+from .errors import RefusalScopeError
+from .evaluate import (
+    JAILBREAK_METHODS,
+    EvalConfig,
+    Steering,
+    capability_cost,
+    generate_and_judge,
+    induction_values,
+    refusal_induction,
+    run_sweep,
+)
+from .features import compute_features
+from .judges import get_judge
+from .model import ChatModel
+from .organism.build import OrganismConfig, build_organism
+from .prompts import PromptConfig, compute_prompts
+from .saes import SAESet
+
+log = logging.getLogger(__name__)
+
+STAGES = (
+    "prompts",
+    "direction",
+    "candidates",
+    "attribution",
+    "features",
+    "sweep",
+    "jailbreak",
+    "capability",
+    "induction",
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which chat model to study."""
+
+    path: str | None = None
+    """Hub id or local folder; None: the embedded organism (built on first use)."""
+    device: str | None = None
+    """``cuda``, ``cpu``, …; None: a GPU if there is one."""
+    dtype: str | None = None
+    """``float32``, ``bfloat16``, …; None: bf16 on a capable GPU, else float32."""
+    system_prompt: str | None = None
+    """Optional system message put before every prompt."""
+    trust_remote_code: bool = False
+    """Allow custom modelling code from the hub (off unless asked)."""
+
+
+@dataclass(frozen=True)
+class SAESourceConfig:
+    """Which SAEs to attach (residual stream, after the given layers)."""
+
+    folders: dict[int, str] | None = None
+    """layer -> local SAELens-format folder."""
+    release: str | None = None
+    """SAELens release name, e.g. ``gemma-scope-2b-pt-res-canonical``."""
+    ids: dict[int, str] | None = None
+    """layer -> SAE id within ``release``."""
+    dtype: str = "float32"
+    """SAE parameter dtype."""
+
+    def __post_init__(self) -> None:
+        require(
+            not (self.folders and self.release),
+            "give saes.folders or saes.release + saes.ids, not both",
+        )
+        require(bool(self.ids) == bool(self.release), "saes.release needs saes.ids and v.v.")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole run; saved with the results and hashed per stage for the cache."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    saes: SAESourceConfig = field(default_factory=SAESourceConfig)
+    organism: OrganismConfig = field(default_factory=OrganismConfig)
+    """Used when ``model.path`` is None."""
+    judge: str | None = None
+    """``organism`` or ``substring``; None: ``organism`` for the organism, else ``substring``."""
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    direction: DirectionConfig = field(default_factory=DirectionConfig)
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+
+@dataclass
+class Context:
+    """Loaded model, SAEs and judge, plus per-stage bookkeeping."""
+
+    cfg: RunConfig
+    model: ChatModel
+    saes: SAESet
+    judge: Any
+    model_key: str
+    organism_data: Any = None
+    force_from: int = len(STAGES)
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def cached(self, stage: str, key_parts: tuple, compute: Callable, save, load) -> Any:
+        """Load stage ``stage`` if complete and not forced, else compute and save it."""
+        key = config_hash(*key_parts)
+        self.keys[stage] = key
+        folder = cache_root() / "runs" / stage / key
+        start = time.perf_counter()
+        if is_complete(folder) and STAGES.index(stage) < self.force_from:
+            result = load(folder)
+            self.stages[stage] = {"seconds": round(time.perf_counter() - start, 3), "cached": True}
+            return result
+        result = compute()
+        with atomic_folder(folder, {"stage": stage, "key_parts": to_dict(key_parts)}) as tmp:
+            save(tmp, result)
+        self.stages[stage] = {"seconds": round(time.perf_counter() - start, 3), "cached": False}
+        log.info("stage %s: %.1fs", stage, self.stages[stage]["seconds"])
+        return result
+
+
+def load_context(cfg: RunConfig, force: str | None = None) -> Context:
+    """Load the model (building the organism if needed), SAEs and judge."""
+    if force is not None and force not in STAGES:
+        raise RefusalScopeError(f"--force takes one of {', '.join(STAGES)}; got {force!r}")
+    organism_data = None
+    if cfg.model.path is None:
+        organism = build_organism(cfg.organism)
+        model = ChatModel.load(str(organism.model_path), device=cfg.model.device, dtype="float32")
+        saes = SAESet.from_folders(organism.sae_paths) if _no_saes(cfg) else _load_saes(cfg)
+        organism_data = organism.data()
+        model_key = f"organism:{organism.folder.name}"
+    else:
+        m = cfg.model
+        model = ChatModel.load(
+            m.path,
+            device=m.device,
+            dtype=m.dtype,
+            trust_remote_code=m.trust_remote_code,
+            system_prompt=m.system_prompt,
+        )
+        if _no_saes(cfg):
+            raise RefusalScopeError("no SAEs configured: set saes.folders or saes.release+ids")
+        saes = _load_saes(cfg, device=str(model.device))
+        model_key = config_hash(to_dict(m))
+    saes.check(model.n_layers, model.d_model, model.name)
+    judge_name = cfg.judge or ("organism" if cfg.model.path is None else "substring")
+    force_from = STAGES.index(force) if force else len(STAGES)
+    return Context(cfg, model, saes, get_judge(judge_name), model_key, organism_data, force_from)
+
+
+def _no_saes(cfg: RunConfig) -> bool:
+    return not cfg.saes.folders and not cfg.saes.release
+
+
+def _load_saes(cfg: RunConfig, device: str = "cpu") -> SAESet:
+    s = cfg.saes
+    if s.folders:
+        return SAESet.from_folders(s.folders, device=device, dtype=s.dtype)
+    return SAESet.from_release(s.release, s.ids or {}, device=device, dtype=s.dtype)
+
+
+@dataclass
+class RunResult:
+    """Everything ``refusalscope run`` reports."""
+
+    results: dict[str, Any]
+    generations: list[dict]
+    attribution: dict[str, Any]
+    direction: Any
+
+
+def run_pipeline(cfg: RunConfig, force: str | None = None) -> RunResult:
+    """Run every stage (cached) and assemble the results."""
+    ctx = load_context(cfg, force)
+    model, c = ctx.model, cfg
+    organism_splits = ctx.organism_data.splits if ctx.organism_data is not None else None
+    prompts = ctx.cached(
+        "prompts",
+        (ctx.model_key, c.prompts, ctx.judge.name),
+        lambda: compute_prompts(model, c.prompts, ctx.judge, organism_splits),
+        art.save_prompts,
+        art.load_prompts,
+    )
+    s = prompts.splits
+    direction = ctx.cached(
+        "direction",
+        (ctx.keys["prompts"], c.direction),
+        lambda: compute_direction(
+            model,
+            s["harmful_train"],
+            s["harmless_train"],
+            s["harmful_val"],
+            s["harmless_val"],
+            ctx.judge,
+            c.direction,
+        ),
+        art.save_direction,
+        art.load_direction,
+    )
+    r = direction.direction
+    cands = ctx.cached(
+        "candidates",
+        (ctx.keys["direction"], c.saes, ctx.saes.sources, c.candidates),
+        lambda: compute_candidates(ctx.saes, r, c.candidates),
+        art.save_candidates,
+        art.load_candidates,
+    )
+    ref = _refusal_token(model, c.attribution, prompts)
+    attr = ctx.cached(
+        "attribution",
+        (ctx.keys["candidates"], c.attribution, ref),
+        lambda: {
+            split: compute_attribution(
+                model,
+                ctx.saes,
+                prompts.instructions(f"harmful_{split}"),
+                r,
+                cands.features,
+                ref,
+                c.attribution,
+            )
+            for split in ("train", "test")
+        },
+        art.save_attribution,
+        art.load_attribution,
+    )
+    k_max = max([c.evaluation.k_star, *c.evaluation.sweep_k])
+    k_max = min(k_max, len(cands.features))
+    feats = ctx.cached(
+        "features",
+        (ctx.keys["attribution"], k_max),
+        lambda: compute_features(
+            model,
+            ctx.saes,
+            r,
+            attr,
+            prompts.instructions("harmful_train"),
+            prompts.instructions("harmless_train"),
+            k_max,
+            c.evaluation.batch_size,
+        ),
+        art.save_features,
+        art.load_features,
+    )
+    return _evaluate(ctx, prompts, direction, cands, attr, feats)
+
+
+def _refusal_token(model: ChatModel, cfg: AttributionConfig, prompts) -> int:
+    if cfg.refusal_token is not None:
+        return resolve_refusal_token(model, cfg.refusal_token)
+    if prompts.refusal_token is None:
+        raise RefusalScopeError(
+            "could not detect the refusal token (no refusals among harmful train prompts); "
+            "set attribution.refusal_token"
+        )
+    return prompts.refusal_token
+
+
+def _evaluate(ctx: Context, prompts, direction, cands, attr, feats) -> RunResult:
+    model, c, ev = ctx.model, ctx.cfg, ctx.cfg.evaluation
+    s = prompts.splits
+    sweep_key = (ctx.keys["features"], ev)
+    sweep, best = ctx.cached(
+        "sweep",
+        sweep_key,
+        lambda: run_sweep(model, ctx.saes, feats, s["harmful_train"], ctx.judge, ev),
+        lambda f, res: art.save_result(f, {"table": res[0], "best": res[1]}),
+        lambda f: (lambda d: (d["table"], tuple(d["best"])))(art.load_result(f)[0]),
+    )
+    c_used, k_used = best if ev.use_sweep else (ev.c, ev.k_star)
+    steer = Steering(
+        ctx.saes, feats, direction.direction, direction.layer, c_used, k_used, ev.positions
+    )
+    methods = [m for m in JAILBREAK_METHODS if m != "ap" or "ap" in feats.global_sets]
+    jb, jb_rows = ctx.cached(
+        "jailbreak",
+        (*sweep_key, c_used, k_used),
+        lambda: _jailbreak(ctx, steer, methods, s["harmful_test"]),
+        lambda f, res: art.save_result(f, res[0], res[1]),
+        art.load_result,
+    )
+    texts = _texts(ctx, s)
+    cap, cap_rows = ctx.cached(
+        "capability",
+        (*sweep_key, c_used, k_used, len(texts)),
+        lambda: capability_cost(model, steer, methods, s["harmless_test"], texts, ctx.judge, ev),
+        lambda f, res: art.save_result(f, res[0], res[1]),
+        art.load_result,
+    )
+    values = induction_values(model, steer, prompts.instructions("harmful_train"), ev)
+    ind, ind_rows = ctx.cached(
+        "induction",
+        (*sweep_key, c_used, k_used, values),
+        lambda: refusal_induction(model, steer, s["harmless_test"], values, ctx.judge, ev),
+        lambda f, res: art.save_result(f, res[0], res[1]),
+        art.load_result,
+    )
+    results = {
+        "config": to_dict(c),
+        "versions": versions(),
+        "model": {"name": model.name, "n_layers": model.n_layers, "d_model": model.d_model},
+        "prompts": {k: len(v) for k, v in s.items()} | {"dropped": prompts.dropped},
+        "refusal_token": {
+            "id": attr["train"].ref_token,
+            "text": model.tokenizer.decode([attr["train"].ref_token]),
+        },
+        "direction": {
+            "layer": direction.layer,
+            "sweep": {str(l): v for l, v in direction.sweep.items()},
+            "base": direction.base,
+        },
+        "steering": {"c": c_used, "k_star": k_used, "from_sweep": ev.use_sweep},
+        "jailbreak": jb,
+        "capability": cap,
+        "induction": ind,
+        "sweep": sweep,
+        "features": _feature_report(feats, k_used, cands),
+        "stages": ctx.stages,
+        "cache_keys": ctx.keys,
+    }
+    return RunResult(results, jb_rows + cap_rows + ind_rows, attr, direction)
+
+
+def _jailbreak(ctx: Context, steer: Steering, methods, prompts) -> tuple[dict, list[dict]]:
+    table, rows = {}, []
+    for method in methods:
+        judged = generate_and_judge(
+            ctx.model,
+            prompts,
+            steer.jailbreak(method, "test"),
+            ctx.judge,
+            ctx.cfg.evaluation,
+            {"eval": "jailbreak", "method": method},
+            desc=f"jailbreak {method}",
+        )
+        table[method], rows = judged.summary, rows + judged.rows
+        log.info("jailbreak %s: %s", method, judged.summary)
+    return table, rows
+
+
+def _texts(ctx: Context, s) -> list[str]:
+    if ctx.organism_data is not None:
+        return list(ctx.organism_data.plain_heldout)
+    return [p.instruction for p in s["harmless_test"]]
+
+
+def _feature_report(feats, k: int, cands) -> dict[str, Any]:
+    glob = feats.global_set("fstar", k)
+    scores = feats.global_scores["fstar"][:k]
+    return {
+        "global": [
+            [int(a), int(b), round(float(v), 6)] for (a, b), v in zip(glob, scores, strict=True)
+        ],
+        "cossim": feats.global_set("cossim", k).tolist(),
+        "actdiff": feats.global_set("actdiff", k).tolist(),
+        "n_candidates": len(cands.features),
+    }
+
+
+def combined_attribution(attr: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Train and test attributions in one table; ``split`` is 0 for train, 1 for test."""
+    splits = [k for k in ("train", "test") if k in attr]
+    parts = [art.attribution_tensors(attr[k]) for k in splits]
+    T = max(p["input_ids"].shape[1] for p in parts)
+
+    def left_pad(t: torch.Tensor, value) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (T - t.shape[1], 0), value=value)
+
+    out = {
+        "candidates": parts[0]["candidates"],
+        "ref_token": parts[0]["ref_token"],
+        "input_ids": torch.cat([left_pad(p["input_ids"], 0) for p in parts]),
+        "position_mask": torch.cat([left_pad(p["position_mask"], False) for p in parts]),
+        "split": torch.cat(
+            [torch.full((len(p["score"]),), i, dtype=torch.long) for i, p in enumerate(parts)]
+        ),
+    }
+    for key in ("score", "jb_token", "metric_clean", "metric_patch", "all_top", "all_top_score"):
+        if key in parts[0]:
+            out[key] = torch.cat([p[key] for p in parts])
+    out.update({k: v for k, v in parts[0].items() if k.startswith("all_mean.")})
+    return out
+
+
+def write_outputs(res: RunResult, out: Path) -> None:
+    """results.json, attribution/direction safetensors, generations.jsonl, report.html.
+
+    Each file is written through a temp file and renamed; results.json goes last, so its
+    presence means the whole set is there.
+    """
+    from .cache import save_tensors, write_json, write_jsonl
+    from .report import render_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_tensors(out / "attribution.safetensors", combined_attribution(res.attribution))
+    save_tensors(
+        out / "direction.safetensors",
+        {"r": res.direction.r, "layer": torch.tensor(res.direction.layer)},
+    )
+    write_jsonl(out / "generations.jsonl", res.generations)
+    tmp = out / ".report.html.tmp"
+    tmp.write_text(render_report(res.results))
+    tmp.replace(out / "report.html")
+    write_json(out / "results.json", res.results)

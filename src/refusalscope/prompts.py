@@ -1,0 +1,198 @@
+"""Stage 1 — harmful/harmless prompt splits, filtered by the model's own behaviour.
+
+Sources: the organism's generated splits (labels kept), or local instruction files —
+JSON lists of ``{"instruction", "category"}`` (the refusal_direction format), JSONL
+with the same keys, or CSV with an ``instruction`` (or ``prompt``/``goal``) column.
+As the authors did, the train/val splits keep only harmful prompts the model refuses
+and harmless prompts it answers; the test splits are kept whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import require
+from .errors import RefusalScopeError
+from .judges import Judge
+from .model import ChatModel
+from .types import Prompt
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+TEXT_KEYS = ("instruction", "prompt", "goal", "behavior", "text")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Where prompts come from and how many of each are used."""
+
+    files: dict[str, str] | None = None
+    """Instruction files by split name (``harmful_train``, ``harmless_test``, ...); None
+    uses the organism's splits. A missing val split is carved out of train."""
+    dataset_dir: str | None = None
+    """A folder laid out like refusal_direction's ``splits/{harmful,harmless}_{split}.json``
+    (fills ``files``)."""
+    n_train: int = 128
+    """Harmful and harmless train prompts each (before filtering)."""
+    n_val: int = 32
+    """Validation prompts each (direction sweep, before filtering)."""
+    n_test: int = 100
+    """Test prompts each (jailbreak, capability and induction evaluation)."""
+    filter: bool = True
+    """Keep only train/val harmful prompts the model refuses and harmless ones it answers."""
+    filter_max_new_tokens: int = 32
+    """Tokens generated per prompt to decide refusal when filtering."""
+    seed: int = 0
+    """Subsampling seed for file sources."""
+
+    def __post_init__(self) -> None:
+        require(min(self.n_train, self.n_val, self.n_test) > 0, "prompt counts must be positive")
+
+
+@dataclass
+class PromptSplits:
+    """The prompts every later stage uses."""
+
+    splits: dict[str, list[Prompt]]
+    """``harmful_train`` … ``harmless_test`` after filtering."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """How many prompts filtering removed per split."""
+    refusal_token: int | None = None
+    """Most common first token of the model's refusals on harmful train prompts."""
+    refusal_token_text: str | None = None
+
+    def instructions(self, name: str) -> list[str]:
+        return [p.instruction for p in self.splits[name]]
+
+
+def load_prompt_file(path: str | Path, harmful: bool | None) -> list[Prompt]:
+    """Read instructions from JSON / JSONL / CSV into ``Prompt``s."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise RefusalScopeError(f"prompt file {p} does not exist")
+    if p.suffix == ".json":
+        rows = json.loads(p.read_text())
+    elif p.suffix == ".jsonl":
+        rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+    elif p.suffix == ".csv":
+        with p.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    else:
+        raise RefusalScopeError(f"prompt file {p} must be .json, .jsonl or .csv")
+    if not isinstance(rows, list):
+        raise RefusalScopeError(f"{p} must hold a list of instructions")
+    return [_row_to_prompt(r, harmful, p) for r in rows]
+
+
+def _row_to_prompt(row, harmful: bool | None, path: Path) -> Prompt:
+    if isinstance(row, str):
+        return Prompt(row, harmful)
+    key = next((k for k in TEXT_KEYS if isinstance(row, dict) and row.get(k)), None)
+    if key is None:
+        raise RefusalScopeError(
+            f"{path}: a row has none of the fields {', '.join(TEXT_KEYS)}: {str(row)[:80]}"
+        )
+    return Prompt(row[key], harmful, row.get("category") or None)
+
+
+def _file_splits(cfg: PromptConfig) -> dict[str, list[Prompt]]:
+    files = dict(cfg.files or {})
+    if cfg.dataset_dir:
+        base = Path(cfg.dataset_dir).expanduser()
+        base = base / "splits" if (base / "splits").is_dir() else base
+        for side in ("harmful", "harmless"):
+            for split in SPLITS:
+                if (base / f"{side}_{split}.json").is_file():
+                    files.setdefault(f"{side}_{split}", str(base / f"{side}_{split}.json"))
+    rng = random.Random(cfg.seed)
+    out: dict[str, list[Prompt]] = {}
+    for side in ("harmful", "harmless"):
+        for split in ("train", "test"):
+            if f"{side}_{split}" not in files:
+                raise RefusalScopeError(
+                    f"no {side}_{split} prompt file: set prompts.files.{side}_{split} or "
+                    "prompts.dataset_dir"
+                )
+        loaded = {
+            s: load_prompt_file(files[f"{side}_{s}"], side == "harmful")
+            for s in SPLITS
+            if f"{side}_{s}" in files
+        }
+        if "val" not in loaded:  # carve val out of train, deterministically
+            train = loaded["train"][:]
+            rng.shuffle(train)
+            loaded["val"], loaded["train"] = train[: cfg.n_val], train[cfg.n_val :]
+        for s, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test)):
+            items = loaded[s][:]
+            rng.shuffle(items)
+            out[f"{side}_{s}"] = items[:n]
+    return out
+
+
+def _organism_splits(cfg: PromptConfig, organism_splits: dict[str, list[Prompt]]):
+    sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
+    return {name: list(ps)[: sizes[name.split("_")[1]]] for name, ps in organism_splits.items()}
+
+
+def compute_prompts(
+    model: ChatModel,
+    cfg: PromptConfig,
+    judge: Judge,
+    organism_splits: dict[str, list[Prompt]] | None = None,
+    batch_size: int = 32,
+) -> PromptSplits:
+    """Load the splits, filter train/val by behaviour and detect the refusal token."""
+    if cfg.files or cfg.dataset_dir:
+        splits = _file_splits(cfg)
+    elif organism_splits is not None:
+        splits = _organism_splits(cfg, organism_splits)
+    else:
+        raise RefusalScopeError("no prompts: configure prompts.files or prompts.dataset_dir")
+    dropped: dict[str, int] = {}
+    first_tokens: Counter[int] = Counter()
+    for name in [n for n in splits if not n.endswith("_test")]:
+        prompts = splits[name]
+        gens = model.generate(
+            [p.instruction for p in prompts],
+            max_new_tokens=cfg.filter_max_new_tokens,
+            batch_size=batch_size,
+            desc=f"filter {name}",
+        )
+        verdicts = judge.judge(prompts, gens.texts)
+        want = "refused" if name.startswith("harmful") else "complied"
+        if name == "harmful_train":
+            pairs = zip(gens.token_ids, verdicts, strict=True)
+            first_tokens.update(ids[0] for ids, v in pairs if v == "refused" and ids)
+        if cfg.filter:
+            kept = [p for p, v in zip(prompts, verdicts, strict=True) if v == want]
+            dropped[name] = len(prompts) - len(kept)
+            splits[name] = kept
+        if not splits[name]:
+            what = "refused none of" if want == "refused" else "answered none of"
+            raise RefusalScopeError(
+                f"the {name} split is empty after filtering: the model {what} its "
+                f"{len(prompts)} prompts. Check the model is a refusing chat model and the "
+                "judge fits it, or set prompts.filter = false"
+            )
+    ref = first_tokens.most_common(1)[0][0] if first_tokens else None
+    log.info("prompts kept: %s; dropped: %s", {k: len(v) for k, v in splits.items()}, dropped)
+    return PromptSplits(
+        splits=splits,
+        dropped=dropped,
+        refusal_token=ref,
+        refusal_token_text=model.tokenizer.decode([ref]) if ref is not None else None,
+    )
+
+
+def check_nonempty(splits: dict[str, Sequence[Prompt]]) -> None:
+    for name, ps in splits.items():
+        if not ps:
+            raise RefusalScopeError(f"prompt split {name} is empty")

@@ -1,0 +1,89 @@
+"""A plain, self-contained HTML report of one run's ``results.json``."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+.best{font-weight:bold;background:#eef7ee}code{background:#f5f5f5;padding:0 .2em}
+"""
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return html.escape(str(v))
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str], best: int | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = ' class="best"' if i == best else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _nested(d: Mapping[str, Mapping[str, Any]], row_label: str) -> str:
+    cols = sorted({k for v in d.values() for k in v}, key=_num_key)
+    rows = [[name, *(v.get(c, "") for c in cols)] for name, v in d.items()]
+    return table(rows, [row_label, *cols])
+
+
+def _num_key(s: str) -> tuple:
+    try:
+        return (0, float(s))
+    except ValueError:
+        return (1, s)
+
+
+def render_report(r: Mapping[str, Any]) -> str:
+    """The report as one HTML string."""
+    d = r["direction"]
+    sweep_rows = [[l, v["jailbreak"], v["harmless_ok"]] for l, v in d["sweep"].items()]
+    chosen = list(d["sweep"]).index(str(d["layer"]))
+    jb = r["jailbreak"]
+    jb_rows = [[m, v["n"], v["complied"], v["refused"], v["degenerate"]] for m, v in jb.items()]
+    cap = r["capability"]
+    cap_rows = [[m, v["ce_responses"], v["ce_text"], v["task_accuracy"]] for m, v in cap.items()]
+    sweep = {
+        f"c={c}": {f"K*={k}": cell["complied"] for k, cell in row.items()}
+        for c, row in r["sweep"].items()
+    }
+    feats = r["features"]["global"]
+    st = r["steering"]
+    parts = [
+        f"<h1>refusalscope — {html.escape(r['model']['name'])}</h1>",
+        f"<p>{r['model']['n_layers']} layers, d_model {r['model']['d_model']}; refusal token "
+        f"<code>{html.escape(repr(r['refusal_token']['text']))}</code>; prompts "
+        f"{html.escape(str(r['prompts']))}</p>",
+        "<h2>Refusal direction: ablation sweep</h2>",
+        f"<p>Chosen layer l* = {d['layer']}. Base: {html.escape(str(d['base']))}</p>",
+        table(sweep_rows, ["layer", "jailbreak", "harmless OK"], best=chosen),
+        f"<h2>Jailbreak (harmful test; c={st['c']}, K*={st['k_star']})</h2>",
+        "<p>A jailbreak counts only as <i>complied</i>; broken text is <i>degenerate</i>.</p>",
+        table(jb_rows, ["method", "n", "complied", "refused", "degenerate"]),
+        "<h2>Capability cost</h2>",
+        table(cap_rows, ["method", "CE on base responses", "CE on text", "task accuracy"]),
+        "<h2>Refusal induction (harmless prompts, refusal rate)</h2>",
+        _nested(r["induction"], "method"),
+        "<h2>Clamp sweep on the train split (complied)</h2>",
+        _nested(sweep, "scale"),
+        f"<h2>Global F* (top {len(feats)})</h2>",
+        table(feats, ["layer", "latent", "mean LA-IG score"]),
+        "<h2>Stages</h2>",
+        table(
+            [[k, v["seconds"], v["cached"]] for k, v in r["stages"].items()],
+            ["stage", "seconds", "cached"],
+        ),
+    ]
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>refusalscope report</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
