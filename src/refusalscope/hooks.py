@@ -22,6 +22,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from .errors import RefusalScopeError
+
 EMBED = -1
 """Site index of the embedding output (input of decoder layer 0)."""
 
@@ -55,6 +57,9 @@ class Intervention:
         """The intervention for a batch made of these prompt indices (default: itself)."""
         return self
 
+    def validate(self, n_layers: int, d_model: int) -> None:
+        """Raise ``RefusalScopeError`` if this does not fit the model (default: fits)."""
+
     def active(self, ctx: EditContext) -> bool:
         return self.positions == "all" or ctx.prefill
 
@@ -79,6 +84,15 @@ class Capture(Intervention):
         calls = self.store.get(site, [])
         assert len(calls) == 1, f"expected one forward call at site {site}, got {len(calls)}"
         return calls[0]
+
+
+def check_direction(r: Tensor, d_model: int, what: str = "direction") -> None:
+    """Raise ``RefusalScopeError`` unless ``r`` is one vector of size ``d_model``."""
+    if r.ndim != 1 or r.shape[0] != d_model:
+        raise RefusalScopeError(
+            f"{what} has shape {tuple(r.shape)} but the model has d_model={d_model}"
+            " — was it computed on another model?"
+        )
 
 
 def _split_output(out: Any) -> tuple[Tensor, Any]:
@@ -106,7 +120,10 @@ def hooked(
     for iv in interventions:
         for site in sorted(iv.sites(n_layers)):
             if not EMBED <= site < n_layers:
-                raise ValueError(f"site {site} out of range for a {n_layers}-layer model")
+                raise RefusalScopeError(
+                    f"{type(iv).__name__} acts at layer {site}, which is out of range for a "
+                    f"{n_layers}-layer model (layers 0..{n_layers - 1}, {EMBED} for the embedding)"
+                )
             by_site.setdefault(site, []).append(iv)
     ctx = EditContext()
     handles: list[torch.utils.hooks.RemovableHandle] = []

@@ -57,7 +57,8 @@ class Activations:
 
     sites: list[int]
     acts: Float[Tensor, "batch site ..."]
-    """``[N, n_sites, d_model]`` for the last position, ``[N, n_sites, seq, d_model]`` for all."""
+    """``[N, n_sites, d_model]`` for the last position, ``[N, n_sites, seq, d_model]`` for all
+    (left-padded like ``tokens``, zeros at padding)."""
     tokens: TokenBatch
     """The prompts as tokenized (padded to one common length for ``positions='all'``)."""
 
@@ -70,9 +71,7 @@ class Generations:
     token_ids: list[list[int]]
 
 
-def pick_device_dtype(
-    device: str | None, dtype: str | None
-) -> tuple[torch.device, torch.dtype]:
+def pick_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
     """Decide device and dtype once, and log why."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -94,6 +93,14 @@ def pick_device_dtype(
 def _looks_local(name: str) -> bool:
     """Hub ids are ``name`` or ``org/name``; anything else is meant as a folder."""
     return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _check_prompt_list(instructions: Sequence[str]) -> None:
+    if isinstance(instructions, str):
+        # A bare string is a Sequence[str] too: it would run one prompt per character.
+        raise RefusalScopeError("expected a list of prompts, got one string: wrap it in [...]")
+    if len(instructions) == 0:
+        raise RefusalScopeError("empty prompt list: give at least one instruction")
 
 
 def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -242,8 +249,7 @@ class ChatModel:
 
     def tokenize(self, instructions: Sequence[str], pad_to: int | None = None) -> TokenBatch:
         """Chat-format and tokenize, left-padded to the longest prompt (or ``pad_to``)."""
-        if len(instructions) == 0:
-            raise RefusalScopeError("empty prompt list: give at least one instruction")
+        _check_prompt_list(instructions)
         for s in instructions:
             if not isinstance(s, str) or not s.strip():
                 raise RefusalScopeError(f"every prompt must be a non-empty string, got {s!r}")
@@ -264,6 +270,8 @@ class ChatModel:
     # ---------------------------------------------------------------- forward
     def hooked(self, interventions: Sequence[Intervention]):
         """Context manager applying interventions to every forward call inside it."""
+        for iv in interventions:
+            iv.validate(self.n_layers, self.d_model)
         return hooked(self.hf, self.layers, interventions)
 
     def check_site(self, site: int) -> int:
@@ -286,8 +294,7 @@ class ChatModel:
         self, instructions: Sequence[str], batch_size: int, desc: str | None = None
     ) -> Iterator[tuple[list[int], TokenBatch]]:
         """Batches of prompt indices (similar lengths together) with their tokens."""
-        if len(instructions) == 0:
-            raise RefusalScopeError("empty prompt list: give at least one instruction")
+        _check_prompt_list(instructions)
         order = sorted(range(len(instructions)), key=lambda i: len(instructions[i]))
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         for rows in tqdm(chunks, desc=desc, disable=desc is None, leave=False):
@@ -343,6 +350,8 @@ class ChatModel:
             for j, i in enumerate(rows):
                 a = acts[j].float().cpu()
                 if positions == "all":
+                    # Zero all padding, so a row does not depend on its batch-mates.
+                    a = a * tokens.attention_mask[j].cpu()[None, :, None]
                     a = torch.nn.functional.pad(a, (0, 0, T - a.shape[1], 0))
                 out[i] = a
         tokens = self.tokenize(instructions, pad_to=T)
@@ -362,8 +371,15 @@ class ChatModel:
         """Batched greedy generation with KV cache and left padding; interventions on."""
         from transformers import GenerationConfig
 
+        # Explicit values win over the checkpoint's generation_config.json; unset ones
+        # are filled from it (e.g. Qwen2-Instruct's repetition_penalty=1.05), so pin
+        # everything that would turn plain greedy decoding into something else.
         gen_cfg = GenerationConfig(
             do_sample=False,
+            num_beams=1,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            min_new_tokens=0,
             max_new_tokens=max_new_tokens,
             pad_token_id=self.pad_id,
             eos_token_id=self.eos_ids or None,
