@@ -155,10 +155,10 @@ def integrated_gradients(
     layers = list(layers)
     with torch.no_grad():
         cap = Capture(layers)
-        clean_logits = model.forward(tokens, [cap])
+        clean_logits = model.forward(tokens, [cap], last_only=True)
         clean = {l: cap.get(l) for l in layers}
         cap = Capture(layers)  # before the ablation at each site: a_l
-        patch_logits = model.forward(tokens, [cap, AblateDirection(direction)])
+        patch_logits = model.forward(tokens, [cap, AblateDirection(direction)], last_only=True)
         patch_in = {l: cap.get(l) for l in layers}
     jb = jailbreak_tokens(patch_logits, ref_token)
     groups = [layers] if cfg.mixing == "joint" else [[l] for l in layers]
@@ -167,7 +167,7 @@ def integrated_gradients(
         for group in groups:
             for alpha in cfg.alphas():
                 mix = _Mix(patch_in, alpha, group)
-                m = metric(model.forward(tokens, [mix]), jb, ref_token)
+                m = metric(model.forward(tokens, [mix], last_only=True), jb, ref_token)
                 gs = torch.autograd.grad(m.sum(), [mix.outs[l] for l in group])
                 for l, g in zip(group, gs, strict=True):
                     grad[l] += g.float() / cfg.ig_steps

@@ -107,7 +107,7 @@ def mean_max_activations(
     total: dict[int, Tensor] = {}
     for _rows, tokens in model.batches(prompts, batch_size, "max activations"):
         cap = Capture(layers)
-        model.forward(tokens, [cap])
+        model.forward(tokens, [cap], last_only=True)
         mask = tokens.prompt_mask[:, :, None]
         for l in layers:
             idx = latents[l] if latents is not None else None

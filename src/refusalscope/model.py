@@ -8,6 +8,7 @@ forward passes, captures and greedy generation with interventions applied throug
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -114,8 +115,9 @@ def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
             mod = getattr(mod, attr, None)
         if isinstance(mod, nn.ModuleList) and (n is None or len(mod) == n):
             return mod
-    for mod in model.modules():
+    for name, mod in model.named_modules():
         if isinstance(mod, nn.ModuleList) and n is not None and len(mod) == n:
+            log.warning("decoder layers guessed at %r (no known attribute path)", name)
             return mod
     raise RefusalScopeError(
         f"cannot locate the decoder layers of {type(model).__name__}: none of "
@@ -154,6 +156,7 @@ class ChatModel:
         self.eos_ids = self._eos_ids()
         self._bos_expected = self._tokenizer_adds_bos()
         self._preamble_chars = self._preamble_length()
+        self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -301,12 +304,27 @@ class ChatModel:
             yield rows, self.tokenize([instructions[i] for i in rows]).to(self.device)
 
     def forward(
-        self, tokens: TokenBatch, interventions: Sequence[Intervention] = ()
+        self,
+        tokens: TokenBatch,
+        interventions: Sequence[Intervention] = (),
+        last_only: bool = False,
     ) -> Float[Tensor, "batch seq vocab"]:
-        """Logits of one batch with interventions active."""
+        """Logits of one batch with interventions active (``last_only``: last position).
+
+        Positions count from each prompt's first real token, as in generation, so left
+        padding does not shift absolute position embeddings.
+        """
+        kwargs = {}
+        if last_only and self._keeps_logits:
+            kwargs["logits_to_keep"] = 1  # skips the [batch, seq, vocab] unembedding
+        position_ids = (tokens.attention_mask.cumsum(-1) - 1).clamp(min=0)
         with self.hooked(interventions):
             out = self.hf(
-                input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, use_cache=False
+                input_ids=tokens.input_ids,
+                attention_mask=tokens.attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+                **kwargs,
             )
         return out.logits
 
@@ -321,7 +339,7 @@ class ChatModel:
         out: list[Tensor | None] = [None] * len(instructions)
         for rows, tokens in self.batches(instructions, batch_size, "logits"):
             ivs = [iv.select(rows) for iv in interventions]
-            logits = self.forward(tokens, ivs)[:, -1].float().cpu()
+            logits = self.forward(tokens, ivs, last_only=True)[:, -1].float().cpu()
             for j, i in enumerate(rows):
                 out[i] = logits[j]
         return torch.stack(out)  # type: ignore[arg-type]
@@ -344,7 +362,7 @@ class ChatModel:
         out: list[Tensor | None] = [None] * len(instructions)
         for rows, tokens in self.batches(instructions, batch_size, "capture"):
             cap = Capture(sites)
-            self.forward(tokens, [*(iv.select(rows) for iv in interventions), cap])
+            self.forward(tokens, [*(iv.select(rows) for iv in interventions), cap], last_only=True)
             acts = torch.stack([cap.get(s) for s in sites], dim=1)  # [B, site, seq, d]
             acts = acts[:, :, -1] if positions == "last" else acts
             for j, i in enumerate(rows):

@@ -61,10 +61,10 @@ def laig_reference(
     ablate = AblateDirection(direction)
     with torch.no_grad():
         cap = Capture(layers)
-        model.forward(tokens, [cap])
+        model.forward(tokens, [cap], last_only=True)
         f_clean = {l: saes.encode(l, cap.get(l)) for l in layers}
         cap = Capture(layers)
-        patch_logits = model.forward(tokens, [cap, ablate])
+        patch_logits = model.forward(tokens, [cap, ablate], last_only=True)
         patch_in = {l: cap.get(l) for l in layers}
         f_patch = {l: saes.encode(l, ablate.edit(l, patch_in[l], EditContext())) for l in layers}
     jb = jailbreak_tokens(patch_logits, ref_token)
@@ -72,7 +72,7 @@ def laig_reference(
     with torch.enable_grad():
         for alpha in cfg.alphas():
             mix = _SAEMix(saes, patch_in, f_patch, alpha)
-            m = metric(model.forward(tokens, [mix]), jb, ref_token)
+            m = metric(model.forward(tokens, [mix], last_only=True), jb, ref_token)
             gs = torch.autograd.grad(m.sum(), [mix.mixed[l] for l in layers])
             for l, g in zip(layers, gs, strict=True):
                 grad[l] += g / cfg.ig_steps
