@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .hooks import EMBED, EditContext, Intervention, Positions
+from .hooks import EMBED, EditContext, Intervention, Positions, check_direction
 from .saes import SAESet
 from .types import FeatureList, feature_list
 
@@ -29,7 +29,7 @@ def _unit(r: Tensor) -> Tensor:
 class AblateDirection(Intervention):
     """``h <- h - (h·r̂) r̂`` at the embedding output and after every layer (or ``at``)."""
 
-    direction: Float[Tensor, "d_model"]
+    direction: Float[Tensor, " d_model"]
     at: Sequence[int] | None = None
     positions: Positions = "all"
 
@@ -38,6 +38,9 @@ class AblateDirection(Intervention):
 
     def sites(self, n_layers: int) -> set[int]:
         return set(self.at) if self.at is not None else {EMBED, *range(n_layers)}
+
+    def validate(self, n_layers: int, d_model: int) -> None:
+        check_direction(self.direction, d_model, "AblateDirection.direction")
 
     def edit(self, site: int, h: Tensor, ctx: EditContext) -> Tensor:
         r = self._r.to(h.device, h.dtype)
@@ -48,13 +51,16 @@ class AblateDirection(Intervention):
 class AddDirection(Intervention):
     """``h <- h + coeff · r`` after one layer (activation addition)."""
 
-    direction: Float[Tensor, "d_model"]
+    direction: Float[Tensor, " d_model"]
     layer: int
     coeff: float = 1.0
     positions: Positions = "all"
 
     def sites(self, n_layers: int) -> set[int]:
         return {self.layer}
+
+    def validate(self, n_layers: int, d_model: int) -> None:
+        check_direction(self.direction, d_model, "AddDirection.direction")
 
     def edit(self, site: int, h: Tensor, ctx: EditContext) -> Tensor:
         return h + self.coeff * self.direction.to(h.device, h.dtype)
@@ -74,16 +80,15 @@ class _FeatureClamp(Intervention):
     _per_layer: dict = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.per_prompt = not isinstance(self.features, Tensor) and not _is_pair_list(
-            self.features
-        )
+        self.per_prompt = not isinstance(self.features, Tensor) and not _is_pair_list(self.features)
         if self.per_prompt:
             self.features = [feature_list(f) for f in self.features]
             self._per_layer = _index_per_row(self.features)
         else:
             self.features = feature_list(self.features)
             self._per_layer = {
-                int(layer): (self.features[self.features[:, 0] == layer, 1], None)
+                # unique: a latent listed twice must still be clamped once
+                int(layer): (self.features[self.features[:, 0] == layer, 1].unique(), None)
                 for layer in self.features[:, 0].unique().tolist()
             }
         missing = set(self._per_layer) - set(self.saes.layers)
@@ -151,8 +156,8 @@ def _is_pair_list(x: Sequence) -> bool:
     if len(x) == 0:
         return True
     first = x[0]
-    return not isinstance(first, Tensor) and len(first) == 2 and all(
-        isinstance(v, int) for v in first
+    return (
+        not isinstance(first, Tensor) and len(first) == 2 and all(isinstance(v, int) for v in first)
     )
 
 
@@ -161,7 +166,7 @@ def _index_per_row(per_row: Sequence[Tensor]) -> dict[int, tuple[Tensor, Tensor]
     layers = sorted({int(lay) for f in per_row for lay in f[:, 0].tolist()})
     out = {}
     for layer in layers:
-        lists = [f[f[:, 0] == layer, 1] for f in per_row]
+        lists = [f[f[:, 0] == layer, 1].unique() for f in per_row]  # clamp each latent once
         k = max(len(x) for x in lists)
         latents = torch.zeros(len(lists), k, dtype=torch.long)
         mask = torch.zeros(len(lists), k, dtype=torch.bool)

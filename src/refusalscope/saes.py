@@ -148,7 +148,7 @@ class SAESet:
 
     # --------------------------------------------------------- latent math
     def decoder_rows(
-        self, layer: int, latents: Int[Tensor, "*n"] | None = None
+        self, layer: int, latents: Int[Tensor, " *n"] | None = None
     ) -> Float[Tensor, "*n d_model"]:
         """Effective decoder rows: ``decode(f) - decode(0) = f @ rows``."""
         if layer not in self._rows:
@@ -164,7 +164,7 @@ class SAESet:
         self,
         layer: int,
         h: Float[Tensor, "batch seq d_model"],
-        latents: Int[Tensor, "k"] | Int[Tensor, "batch k"] | None = None,
+        latents: Int[Tensor, " k"] | Int[Tensor, "batch k"] | None = None,
     ) -> Float[Tensor, "batch seq k"]:
         """Latent activations; only the ``latents`` asked for when the encoder allows it.
 
@@ -189,7 +189,8 @@ class SAESet:
         acts = torch.relu(pre)
         if arch == "jumprelu":
             thr = sae.threshold[latents]
-            thr = thr if latents.ndim == 1 else thr[:, None, :]
+            if latents.ndim == 2:  # [B, k] -> broadcast over every non-batch dim of pre
+                thr = thr.reshape(thr.shape[0], *([1] * (pre.ndim - 2)), thr.shape[1])
             acts = acts * (pre > thr).to(acts.dtype)
         return acts
 
