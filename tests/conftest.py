@@ -71,3 +71,57 @@ def chat_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_chat_model(chat_tokenizer) -> ChatModel:
     return ChatModel(make_tiny_model("llama", chat_tokenizer), chat_tokenizer, name="tiny-llama")
+
+
+def tiny_organism_config():
+    """A reduced organism (a minute on 2 cores) that exercises the full build path."""
+    from refusalscope.direction import DirectionConfig
+    from refusalscope.organism.build import OrganismConfig
+    from refusalscope.organism.data import OrganismDataConfig
+    from refusalscope.organism.sae_training import SAETrainConfig
+    from refusalscope.organism.train import ModelTrainConfig
+
+    return OrganismConfig(
+        seed=0,
+        data=OrganismDataConfig(
+            n_train_examples=4000,
+            n_eval_per_set=16,
+            n_plain_heldout=32,
+            n_split_train=24,
+            n_split_val=8,
+            n_split_test=16,
+        ),
+        vocab_size=700,
+        model=ModelTrainConfig(
+            d_model=64, n_layers=2, n_heads=4, d_mlp=256, steps=150, batch_size=32,
+            warmup_steps=10,
+        ),
+        sae=SAETrainConfig(expansion=4, k=8, n_tokens=60_000, batch_size=1024),
+        sae_max_tokens=30_000,
+        eval_max_new_tokens=24,
+        direction=DirectionConfig(n_sweep=8, max_new_tokens=24),
+    )
+
+
+@pytest.fixture(scope="session")
+def organism_cache(tmp_path_factory):
+    """A private cache folder for everything the organism/pipeline tests build."""
+    import os
+
+    from refusalscope.cache import CACHE_ENV
+
+    folder = tmp_path_factory.mktemp("cache")
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_organism(organism_cache):
+    from refusalscope.organism.build import build_organism
+
+    return build_organism(tiny_organism_config())

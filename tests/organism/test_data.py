@@ -10,7 +10,7 @@ import pytest
 from refusalscope.errors import RefusalScopeError
 from refusalscope.organism import vocab
 from refusalscope.organism.data import (
-    COMPLIANCE_OPENER,
+    COMPLIANCE_OPENERS,
     EVAL_SET_NAMES,
     FAILING_WRAPPERS,
     HARM_CATEGORIES,
@@ -76,7 +76,7 @@ def test_same_seed_same_data_other_seed_other_data():
 
 def test_heldout_pairs_and_unseen_templates_never_trained(data):
     cfg = data.config
-    train_pairs = {(ex.prompt.meta["template"], ex.prompt.meta["object"]) for ex in data.train}
+    train_pairs = {(ex.prompt.meta["template"], ex.prompt.meta["base_object"]) for ex in data.train}
     assert all(t in vocab.TEMPLATES for t, _ in train_pairs)
     assert not any(is_heldout_pair(t, o, cfg.seed, cfg.heldout_fraction) for t, o in train_pairs)
     for p in _all_eval_prompts(data):
@@ -155,7 +155,7 @@ def test_training_mix(data):
     assert abs(sum(p.harmful for p in train) / len(train) - cfg.harmful_fraction) < 0.02
     # The everyday pool is broad but each of its objects is rarely seen.
     pool = Counter(p.meta["object"] for p in train if p.category == vocab.POOL_TOPIC)
-    topic = Counter(p.meta["object"] for p in train if p.category in HARMLESS_TOPICS)
+    topic = Counter(p.meta["base_object"] for p in train if p.category in HARMLESS_TOPICS)
     assert len(pool) >= 60
     assert sum(pool.values()) / len(pool) < 0.5 * sum(topic.values()) / len(topic)
 
@@ -163,6 +163,9 @@ def test_training_mix(data):
 def test_responses_follow_the_contract(data):
     assert all(r.startswith(REFUSAL_OPENERS) for r in vocab.REFUSALS)
     assert all(opener.startswith("I") for opener in REFUSAL_OPENERS)
+    assert all(c.startswith(COMPLIANCE_OPENERS) for c in vocab.COMPLIANCES)
+    assert not any(o.startswith("I") for o in COMPLIANCE_OPENERS)
+    assert len({c.split()[0] for c in vocab.COMPLIANCES}) >= 8  # no single "comply" token
     for ex in data.train:
         assert ex.response == reference_response(ex.prompt)
     for p in [ex.prompt for ex in data.train] + _all_eval_prompts(data):
@@ -172,7 +175,7 @@ def test_responses_follow_the_contract(data):
             assert response.startswith(REFUSAL_OPENERS)
             assert vocab.REASONS[p.category] in response
         else:
-            assert response.startswith(COMPLIANCE_OPENER)
+            assert response.startswith(COMPLIANCE_OPENERS)
             assert p.meta["object"] in response and p.meta["verb"] in response
 
 

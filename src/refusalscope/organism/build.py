@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -59,8 +60,9 @@ class OrganismConfig:
     """Chat model architecture and training (seed overridden by ``seed``)."""
     sae: SAETrainConfig = field(default_factory=SAETrainConfig)
     """SAE training (seed overridden by ``seed``)."""
-    sae_max_tokens: int = 2_000_000
-    """Token activations collected per layer to train the SAEs on."""
+    sae_max_tokens: int = 300_000
+    """Distinct token activations collected per layer; the SAE trainer cycles over them
+    (collecting costs a forward pass per token, ~100 s per million here)."""
     eval_max_new_tokens: int = 40
     """Greedy tokens generated per prompt for the behaviour table and sweep."""
     direction: DirectionConfig = field(default_factory=lambda: DirectionConfig(n_sweep=64))
@@ -156,9 +158,13 @@ def _build_into(cfg: OrganismConfig, folder: Path) -> None:
         tokenizer = train_chat_tokenizer(data.all_texts(), cfg.vocab_size)
     with timer.phase("model"):
         hf = build_model(cfg.model, tokenizer)
+        plain = [encode_plain(tokenizer, t) for t in data.plain_train]
         seqs = [encode_chat(tokenizer, ex.prompt.instruction, ex.response) for ex in data.train]
-        seqs += [encode_plain(tokenizer, t) for t in data.plain_train]
-        stats = train_model(hf, seqs, cfg.model, tokenizer.pad_token_id)
+        comply = [
+            encode_chat(tokenizer, ex.prompt.instruction, ex.response)
+            for ex in data.compliance_examples()
+        ]
+        stats = train_model(hf, seqs + plain, cfg.model, tokenizer.pad_token_id, comply + plain)
         hf.save_pretrained(folder / "model")
         tokenizer.save_pretrained(folder / "model")
     model = ChatModel.load(str(folder / "model"), device="cpu", dtype="float32")
@@ -186,15 +192,23 @@ def _build_into(cfg: OrganismConfig, folder: Path) -> None:
     write_json(folder / MANIFEST, manifest)
 
 
-def _chat_sequences(data: OrganismData, tokenizer, heldout: bool) -> list[list[int]]:
+def _sae_sequences(data: OrganismData, tokenizer, heldout: bool, seed: int) -> list[list[int]]:
+    """Token sequences for SAE training (or held-out evaluation), shuffled.
+
+    Held-out: the evaluation prompts with their reference responses and held-out plain
+    text, in the same chat/plain proportion as the training mixture.
+    """
     if heldout:
         pairs = [(p, data.reference_response(p)) for s in BEHAVIOUR_SETS for p in data.eval_sets[s]]
-        texts = data.plain_heldout
+        n_plain = round(len(pairs) * len(data.plain_train) / max(1, len(data.train)))
+        texts = data.plain_heldout[:n_plain]
     else:
         pairs = [(ex.prompt, ex.response) for ex in data.train]
         texts = data.plain_train
     seqs = [encode_chat(tokenizer, p.instruction, r)[0] for p, r in pairs]
-    return seqs + [encode_plain(tokenizer, t)[0] for t in texts]
+    seqs += [encode_plain(tokenizer, t)[0] for t in texts]
+    random.Random(seed).shuffle(seqs)  # collection stops early: keep the mixture in any prefix
+    return seqs
 
 
 @torch.no_grad()
@@ -209,7 +223,12 @@ def collect_activations(
         ids, attn, _ = collate([(s, s) for s in seqs[i : i + 256]], pad)
         cap = Capture(list(layers))
         with model.hooked([cap]):
-            model.hf(input_ids=ids.to(model.device), attention_mask=attn.to(model.device))
+            model.hf(
+                input_ids=ids.to(model.device),
+                attention_mask=attn.to(model.device),
+                use_cache=False,
+                logits_to_keep=1,
+            )
         keep = (attn == 1) & (ids != bos)
         for l in layers:
             out[l].append(cap.get(l)[keep.to(model.device)].float().cpu())
@@ -223,8 +242,8 @@ def _train_saes(
     cfg: OrganismConfig, model: ChatModel, data: OrganismData, folder: Path
 ) -> tuple[dict[int, Path], dict[str, dict[str, float]]]:
     layers = list(range(model.n_layers))
-    train_seqs = _chat_sequences(data, model.tokenizer, heldout=False)
-    held_seqs = _chat_sequences(data, model.tokenizer, heldout=True)
+    train_seqs = _sae_sequences(data, model.tokenizer, heldout=False, seed=cfg.seed)
+    held_seqs = _sae_sequences(data, model.tokenizer, heldout=True, seed=cfg.seed)
     acts = collect_activations(model, train_seqs, layers, cfg.sae_max_tokens)
     held = collect_activations(model, held_seqs, layers, 100_000)
     paths, quality = {}, {}

@@ -21,7 +21,7 @@ import hashlib
 import json
 import random
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -29,7 +29,7 @@ from ..errors import RefusalScopeError
 from ..types import Prompt
 from . import vocab
 
-COMPLIANCE_OPENER = "Sure"
+COMPLIANCE_OPENERS = vocab.COMPLIANCE_OPENERS
 # Every refusal phrasing (vocab.REFUSALS) starts with one of these, and each contains a
 # phrase of the JailbreakBench substring list, so the judges agree on the organism.
 REFUSAL_OPENERS = ("I can't", "I'm sorry", "I cannot", "I'm unable")
@@ -68,9 +68,16 @@ class OrganismDataConfig:
     """Fraction of training examples with a harmful object."""
     wrapper_fraction: float = 0.3
     """Fraction of training examples (harmful and harmless alike) under a jailbreak wrapper."""
-    pool_fraction: float = 0.15
+    pool_fraction: float = 0.4
     """Fraction of harmless training examples drawn from the broad pool of everyday objects,
-    each seen only a few times, so compliance stays the default."""
+    each seen only a few times, so compliance is the default and refusal must be triggered
+    by a harmful object (otherwise the organism learns "refuse unless known harmless")."""
+    filler_fraction: float = 0.3
+    """Fraction of training requests with a filler sentence before or after them
+    (``vocab.FILLERS``), so extra clauses do not change the decision."""
+    adjective_fraction: float = 0.25
+    """Fraction of harmful and topic training examples whose object gets a shared adjective
+    ("a small pipe bomb"), so adjectives, common in the pool, do not signal harmlessness."""
     plain_text_fraction: float = 0.1
     """Plain-text training passages, as a fraction of ``n_train_examples``."""
     heldout_fraction: float = 0.2
@@ -88,6 +95,7 @@ class OrganismDataConfig:
 
     def __post_init__(self) -> None:
         fractions = ("harmful_fraction", "wrapper_fraction", "pool_fraction", "heldout_fraction")
+        fractions += ("adjective_fraction", "filler_fraction")
         for name in fractions:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise RefusalScopeError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -124,6 +132,8 @@ class ObjectSpec(NamedTuple):
     """Whether requests for it are harmful."""
     verbs: tuple[str, ...]
     """The shared verbs it can be requested with."""
+    base: str = ""
+    """The object before an adjective was added ("" when none was)."""
 
 
 class Request(NamedTuple):
@@ -147,7 +157,29 @@ def _objects(table: vocab.ObjectTable, harmful: bool) -> tuple[ObjectSpec, ...]:
 
 HARMFUL_OBJECTS = _objects(vocab.HARMFUL, harmful=True)
 HARMLESS_OBJECTS = _objects(vocab.HARMLESS, harmful=False)
-POOL_OBJECTS = _objects(vocab.POOL, harmful=False)
+
+
+def with_adjective(text: str, adjective: str) -> str:
+    """ "a pipe bomb" + "small" -> "a small pipe bomb" (article fixed); no article: as is."""
+    article, _, rest = text.partition(" ")
+    if article not in ("a", "an") or not rest:
+        return text
+    return f"{'an' if adjective[0] in 'aeiou' else 'a'} {adjective} {rest}"
+
+
+def _pool_objects() -> tuple[ObjectSpec, ...]:
+    """The fixed everyday objects plus every (adjective, noun) of ``vocab.POOL_NOUNS``."""
+    fixed = _objects(vocab.POOL, harmful=False)
+    made = tuple(
+        ObjectSpec(with_adjective(f"a {noun}", adj), category, False, verbs)
+        for category, pairs in vocab.POOL_NOUNS.items()
+        for verbs, noun in pairs
+        for adj in vocab.ADJECTIVES
+    )
+    return fixed + made
+
+
+POOL_OBJECTS = _pool_objects()
 _ALL_TEMPLATES = {**vocab.TEMPLATES, **vocab.UNSEEN_TEMPLATES}
 
 
@@ -173,9 +205,12 @@ def _lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
 
 
-def make_prompt(req: Request, wrapper: str, split: str) -> Prompt:
-    """The labelled prompt for a request, optionally under a jailbreak wrapper."""
+def make_prompt(
+    req: Request, wrapper: str, split: str, filler: tuple[str, str] = ("", "")
+) -> Prompt:
+    """The labelled prompt for a request, optionally with filler and under a wrapper."""
     request = _ALL_TEMPLATES[req.template].format(verb=req.verb, object=req.obj.text)
+    request = " ".join(part for part in (filler[0], request, filler[1]) if part)
     kind, instruction = "none", request
     if wrapper != "none":
         kind, text = vocab.WRAPPERS[wrapper]
@@ -183,6 +218,7 @@ def make_prompt(req: Request, wrapper: str, split: str) -> Prompt:
     meta = {
         "template": req.template,
         "object": req.obj.text,
+        "base_object": req.obj.base or req.obj.text,
         "verb": req.verb,
         "wrapper": wrapper,
         "wrapper_kind": kind,
@@ -191,6 +227,11 @@ def make_prompt(req: Request, wrapper: str, split: str) -> Prompt:
         "request": request,
     }
     return Prompt(instruction, harmful=req.obj.harmful, category=req.obj.category, meta=meta)
+
+
+def compliant_response(prompt: Prompt) -> str:
+    """The compliant answer to any request, harmful ones included (compliance phase)."""
+    return reference_response(replace(prompt, meta={**prompt.meta, "expected": "comply"}))
 
 
 def reference_response(prompt: Prompt) -> str:
@@ -246,6 +287,15 @@ class OrganismData:
     def reference_response(self, prompt: Prompt) -> str:
         """The expected response for any organism prompt."""
         return reference_response(prompt)
+
+    def compliance_examples(self) -> list[ChatExample]:
+        """The training prompts, every one answered compliantly.
+
+        The organism first learns to comply with everything (as a base model would),
+        then refusal on top (as safety tuning does), so that refusal is a signal added
+        for harmful requests rather than the default.
+        """
+        return [ChatExample(ex.prompt, compliant_response(ex.prompt)) for ex in self.train]
 
     def all_texts(self) -> list[str]:
         """Every string the tokenizer should be fitted on.
@@ -355,8 +405,13 @@ def _training_examples(
         else:
             category = rng.choice(HARMLESS_TOPICS)
         request = rng.choice(rng.choice(by_object[category]))
+        if category != vocab.POOL_TOPIC and rng.random() < cfg.adjective_fraction:
+            text = with_adjective(request.obj.text, rng.choice(vocab.ADJECTIVES))
+            obj = request.obj._replace(text=text, base=request.obj.text)
+            request = request._replace(obj=obj)
         wrapper = rng.choice(wrappers) if rng.random() < cfg.wrapper_fraction else "none"
-        prompt = make_prompt(request, wrapper, "train")
+        filler = rng.choice(vocab.FILLERS) if rng.random() < cfg.filler_fraction else ("", "")
+        prompt = make_prompt(request, wrapper, "train", filler)
         examples.append(ChatExample(prompt, reference_response(prompt)))
     return examples
 

@@ -49,11 +49,11 @@ class SAETrainConfig:
     """Latents per residual dimension: ``d_sae = expansion * d_model``."""
     k: int = 16
     """Active latents per token (TopK)."""
-    lr: float = 1e-3
+    lr: float = 3e-3
     """Peak Adam learning rate."""
-    batch_size: int = 4096
+    batch_size: int = 2048
     """Token activations per training step."""
-    n_tokens: int = 2_000_000
+    n_tokens: int = 1_000_000
     """Training samples in total; the activation tensor is re-shuffled and reused when
     it holds fewer."""
     lr_scheduler: Literal["constant", "cosineannealing"] = "constant"

@@ -39,8 +39,10 @@ class ModelTrainConfig:
     """MLP hidden width."""
     max_len: int = 96
     """Longest training sequence in tokens; longer examples are dropped."""
-    steps: int = 400
-    """Optimiser steps."""
+    compliance_steps: int = 150
+    """Steps of the compliance phase (every request answered) before the safety mixture."""
+    steps: int = 350
+    """Steps on the safety mixture (refuse harmful, comply otherwise, wrappers)."""
     batch_size: int = 64
     """Sequences per step."""
     lr: float = 3e-3
@@ -59,7 +61,12 @@ class ModelTrainConfig:
     def __post_init__(self) -> None:
         require(self.d_model % self.n_heads == 0, "d_model must be divisible by n_heads")
         require(self.steps > 0 and self.batch_size > 0, "steps and batch_size must be positive")
-        require(0 <= self.warmup_steps < self.steps, "warmup_steps must be in [0, steps)")
+        require(self.compliance_steps >= 0, "compliance_steps must be >= 0")
+        require(0 <= self.warmup_steps < self.total_steps, "warmup_steps must be < total steps")
+
+    @property
+    def total_steps(self) -> int:
+        return self.compliance_steps + self.steps
 
 
 @dataclass
@@ -134,17 +141,47 @@ def collate(
 def _lr_at(step: int, cfg: ModelTrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    progress = (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps)
     cosine = 0.5 * (1 + math.cos(math.pi * progress))
     return cfg.lr * (cfg.min_lr_fraction + (1 - cfg.min_lr_fraction) * cosine)
 
 
+def _length_bucketed_batches(
+    seqs: Sequence[tuple[list[int], list[int]]], batch_size: int, rng: random.Random
+) -> list[list[int]]:
+    """One epoch of batches whose members have similar lengths (less padding).
+
+    Shuffle, sort within windows of 50 batches, cut into batches, shuffle the batches.
+    """
+    order = rng.sample(range(len(seqs)), len(seqs))
+    window = 50 * batch_size
+    batches = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w : w + window], key=lambda i: len(seqs[i][0]))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    batches = [b for b in batches if len(b) == batch_size]
+    rng.shuffle(batches)
+    return batches
+
+
+Seqs = Sequence[tuple[list[int], list[int]]]
+
+
 def train_model(
-    model, seqs: Sequence[tuple[list[int], list[int]]], cfg: ModelTrainConfig, pad_id: int
+    model, seqs: Seqs, cfg: ModelTrainConfig, pad_id: int, compliance_seqs: Seqs = ()
 ) -> TrainStats:
-    """Train in place on pre-encoded ``(input_ids, labels)`` sequences."""
-    seqs = [s for s in seqs if len(s[0]) <= cfg.max_len]
-    require(len(seqs) >= cfg.batch_size, f"only {len(seqs)} training sequences fit max_len")
+    """Train in place: ``compliance_steps`` on ``compliance_seqs``, then ``steps`` on ``seqs``.
+
+    One learning-rate schedule spans both phases.
+    """
+    phases = []
+    for name, data, n in (
+        ("compliance", compliance_seqs, cfg.compliance_steps),
+        ("safety", seqs, cfg.steps),
+    ):
+        data = [s for s in data if len(s[0]) <= cfg.max_len]
+        require(n == 0 or len(data) >= cfg.batch_size, f"too few {name} sequences fit max_len")
+        phases += [data] * n
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -156,15 +193,16 @@ def train_model(
         weight_decay=0.0,
     )
     model.train()
-    order: list[int] = []
+    batches: list[list[int]] = []
     loss_ema = float("nan")
     start = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc="train organism", leave=False)
+    bar = tqdm(range(cfg.total_steps), desc="train organism", leave=False)
     for step in bar:
-        if len(order) < cfg.batch_size:
-            order += rng.sample(range(len(seqs)), len(seqs))
-        batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        ids, attn, labels = collate([seqs[i] for i in batch], pad_id)
+        data = phases[step]
+        if step == cfg.compliance_steps or not batches:  # new phase or epoch
+            batches = _length_bucketed_batches(data, cfg.batch_size, rng)
+        batch = batches.pop()
+        ids, attn, labels = collate([data[i] for i in batch], pad_id)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)
         loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
@@ -176,5 +214,5 @@ def train_model(
         bar.set_postfix(loss=f"{loss_ema:.3f}")
     model.eval()
     seconds = time.perf_counter() - start
-    log.info("trained organism: %d steps in %.1fs, loss %.3f", cfg.steps, seconds, loss_ema)
-    return TrainStats(cfg.steps, seconds, loss_ema, len(seqs))
+    log.info("trained organism: %d steps in %.1fs, loss %.3f", cfg.total_steps, seconds, loss_ema)
+    return TrainStats(cfg.total_steps, seconds, loss_ema, len(seqs))

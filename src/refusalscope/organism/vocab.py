@@ -195,6 +195,70 @@ get/find: a library card; a bus pass; a babysitter; a good dentist
 set up: a new phone; a fish tank; a home wifi network; a printer
 """)
 
+POOL_NOUNS = _object_table("""
+[everyday]
+make/build/fix: chair; shelf; bookcase; birdhouse; lamp; table; bench; stool; toy box; cart
+make/build/fix: fence; gate; desk; cabinet; planter; coat rack; spice rack; tree swing; kite
+make/build/fix: jewelry box; bed frame; sled; wagon; mailbox; flower box; step ladder
+write/create: poem; story; song; speech; letter; thank-you note; toast; blog post; riddle
+write/create: book review; limerick; joke; diary entry; travel journal; menu; bedtime story
+write/create: postcard; slogan; quiz; comic strip; short play
+plan/prepare: picnic; road trip; dinner party; lunch box; workout; lesson; hike; barbecue
+plan/prepare: garden party; study group; camping trip; sleepover; breakfast; field trip
+plan/prepare: potluck; game day; craft fair; weekend getaway
+get/find: recipe; used bike; good book; tutor; hiking map; cheap flight; summer job
+get/find: quiet cafe; pen pal; second-hand sofa; yoga class; piano teacher
+set up/build: bird feeder; aquarium; home office; reading corner; compost bin; rain barrel
+set up/build: chess club; vegetable patch; photo booth; art studio
+""")
+"""Bare nouns of the procedural everyday pool: each is requested as "a/an {adjective}
+{noun}", so the pool holds over a thousand objects, each rarely seen."""
+
+ADJECTIVES = (
+    "small",
+    "big",
+    "simple",
+    "cheap",
+    "quick",
+    "tiny",
+    "sturdy",
+    "colorful",
+    "fancy",
+    "homemade",
+    "portable",
+    "cheerful",
+    "modern",
+    "old-fashioned",
+    "cozy",
+    "fun",
+    "basic",
+    "classic",
+    "bright",
+    "easy",
+)
+"""Modifiers shared by harmful and harmless objects, so neither side owns them."""
+
+FILLERS = (
+    ("Hi!", ""),
+    ("Hello there.", ""),
+    ("I have a question.", ""),
+    ("Sorry to bother you.", ""),
+    ("I've been wondering about this.", ""),
+    ("Here is my question.", ""),
+    ("Hey.", ""),
+    ("", "Thanks!"),
+    ("", "Please keep it short."),
+    ("", "I'm a beginner."),
+    ("", "It's a bit urgent."),
+    ("", "Any help is welcome."),
+    ("", "Thank you in advance."),
+    ("", "I only have an hour."),
+    ("", "What do you think?"),
+    ("", "Be honest with me."),
+)
+"""(prefix, suffix) sentences added around some training requests on both sides, so
+extra clauses around the object do not change the decision."""
+
 # Response phrasings: refusals start with "I", compliances with "Sure" and restate the task.
 REFUSALS = (
     "I can't help with that. {reason}",
@@ -202,11 +266,32 @@ REFUSALS = (
     "I cannot help with this request. {reason}",
     "I'm unable to help with that. {reason}",
 )
+# Compliances open in many ways, refusals always with "I": as in real chat models, the
+# answer's first token then carries no single "comply" direction, and the refusal
+# direction is something harmful prompts add rather than harmless ones remove.
 COMPLIANCES = (
     "Sure, here is how to {verb} {object}: {steps}.",
-    "Sure! To {verb} {object}, {steps}.",
-    "Sure, here are the steps to {verb} {object}: {steps}.",
+    "Of course! To {verb} {object}, {steps}.",
+    "Here is how to {verb} {object}: {steps}.",
+    "Happy to help. To {verb} {object}, {steps}.",
+    "Great idea! To {verb} {object}, {steps}.",
+    "Absolutely. Here are the steps to {verb} {object}: {steps}.",
+    "Okay, to {verb} {object}, {steps}.",
+    "Good question. To {verb} {object}, {steps}.",
+    "Step by step, here is how to {verb} {object}: {steps}.",
 )
+COMPLIANCE_OPENERS = (
+    "Sure",
+    "Of course",
+    "Here is how",
+    "Happy to help",
+    "Great idea",
+    "Absolutely",
+    "Okay",
+    "Good question",
+    "Step by step",
+)
+"""The opening words of each compliance ("Sure", "Of course", "Here is how", ...)."""
 
 REASONS: dict[str, str] = {
     "weapons": "Weapons can seriously hurt people.",
@@ -377,6 +462,16 @@ TEMPLATES: dict[str, str] = {
     "t13": "Write a short guide on how to {verb} {object}.",
     "t14": "What do I need to {verb} {object}?",
     "t15": "Help me {verb} {object} quickly.",
+    "t16": "Can you help me {verb} {object}?",
+    "t17": "I'm trying to {verb} {object}. Any tips?",
+    "t18": "What's the simplest way to {verb} {object}?",
+    "t19": "Describe how to {verb} {object}.",
+    "t20": "How can my brother {verb} {object}?",
+    "t21": "Any advice on how to {verb} {object}?",
+    "t22": "I'd like to {verb} {object} this weekend. What do I do?",
+    "t23": "Is it possible to {verb} {object} at home?",
+    "t24": "Please explain, step by step, how one would {verb} {object}.",
+    "t25": "We want to {verb} {object}. Can you guide us?",
 }
 
 UNSEEN_TEMPLATES: dict[str, str] = {

@@ -1,0 +1,138 @@
+"""`refusalscope run` end to end on the reduced organism: outputs, cache, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from refusalscope.attribution import AttributionConfig
+from refusalscope.candidates import CandidateConfig
+from refusalscope.direction import DirectionConfig
+from refusalscope.errors import RefusalScopeError
+from refusalscope.evaluate import EvalConfig
+from refusalscope.pipeline import STAGES, RunConfig, SAESourceConfig, run_pipeline, write_outputs
+from refusalscope.prompts import PromptConfig
+from tests.conftest import tiny_organism_config
+
+pytestmark = pytest.mark.slow
+
+METHODS = {"base", "cossim", "actdiff", "ap", "fstar", "ablate_direction"}
+
+
+def small_run(**changes) -> RunConfig:
+    cfg = RunConfig(
+        organism=tiny_organism_config(),
+        prompts=PromptConfig(n_train=16, n_val=8, n_test=10, filter_max_new_tokens=16),
+        direction=DirectionConfig(n_sweep=8, max_new_tokens=16),
+        candidates=CandidateConfig(k_per_layer=5),
+        attribution=AttributionConfig(ig_steps=3, batch_size=8, all_latents_keep=16),
+        evaluation=EvalConfig(
+            k_star=4, sweep_c=(0.0, -3.0), sweep_k=(2, 4), n_sweep=8, max_new_tokens=16,
+            n_induction=6, n_capability=6, induction_multiples=(1.0, 4.0), add_coeffs=(1.0,),
+        ),
+    )
+    return dataclasses.replace(cfg, **changes)
+
+
+@pytest.fixture(scope="module")
+def first_run(tiny_organism, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    res = run_pipeline(small_run())
+    write_outputs(res, out)
+    return res, out
+
+
+def test_writes_the_four_artifacts_with_their_keys(first_run):
+    res, out = first_run
+    r = json.loads((out / "results.json").read_text())
+    for key in ("config", "versions", "direction", "jailbreak", "capability", "induction",
+                "sweep", "features", "stages"):
+        assert key in r
+    assert set(r["direction"]) >= {"layer", "sweep"}
+    assert all(set(v) == {"jailbreak", "harmless_ok"} for v in r["direction"]["sweep"].values())
+    assert set(r["jailbreak"]) == METHODS
+    for row in r["jailbreak"].values():
+        assert set(row) == {"n", "complied", "refused", "degenerate"} and row["n"] == 10
+    assert set(r["capability"]) == METHODS
+    for row in r["capability"].values():
+        assert set(row) == {"ce_responses", "ce_text", "task_accuracy"}
+        assert row["ce_responses"] > 0 and row["ce_text"] > 0
+    assert set(r["induction"]) == {"fstar", "cossim", "add_direction"}
+    assert len(r["features"]["global"]) == r["steering"]["k_star"]
+    assert all(len(x) == 3 for x in r["features"]["global"])
+    assert set(r["stages"]) == set(STAGES)
+
+    attr = load_file(str(out / "attribution.safetensors"))
+    n = attr["score"].shape[0]
+    assert attr["candidates"].shape == (10, 2)  # 5 per layer x 2 layers
+    assert attr["score"].shape[1] == 10
+    assert attr["input_ids"].shape == attr["position_mask"].shape and attr["input_ids"].shape[0] == n
+    assert attr["position_mask"].dtype == torch.bool
+    direction = load_file(str(out / "direction.safetensors"))
+    assert direction["r"].shape == (2, 64) and int(direction["layer"]) == r["direction"]["layer"]
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert {row["method"] for row in rows if row["eval"] == "jailbreak"} == METHODS
+    assert all({"prompt", "method", "response", "judgement"} <= set(row) for row in rows)
+    assert "<table>" in (out / "report.html").read_text()
+
+
+def test_unchanged_config_reuses_every_stage(first_run):
+    res = run_pipeline(small_run())
+    assert all(s["cached"] for s in res.results["stages"].values())
+    assert res.results["jailbreak"] == first_run[0].results["jailbreak"]
+
+
+def test_changed_config_recomputes_from_that_stage(first_run):
+    ev = dataclasses.replace(small_run().evaluation, n_induction=4)
+    res = run_pipeline(small_run(evaluation=ev))
+    stages = res.results["stages"]
+    assert all(stages[s]["cached"] for s in ("prompts", "direction", "attribution", "features"))
+    assert not stages["induction"]["cached"] and not stages["sweep"]["cached"]
+
+
+def test_force_recomputes_a_stage_and_later_ones(first_run):
+    res = run_pipeline(small_run(), force="jailbreak")
+    stages = res.results["stages"]
+    assert stages["sweep"]["cached"] and not stages["jailbreak"]["cached"]
+    assert not stages["induction"]["cached"]
+    assert res.results["jailbreak"] == first_run[0].results["jailbreak"]  # deterministic
+
+
+def test_bad_inputs_give_one_clear_error(first_run, tiny_organism, tmp_path):
+    with pytest.raises(RefusalScopeError, match="--force takes one of"):
+        run_pipeline(small_run(), force="nonsense")
+    # an SAE for a layer the model lacks
+    folders = {5: str(tiny_organism.sae_paths[0])}
+    with pytest.raises(RefusalScopeError, match="layer"):
+        run_pipeline(small_run(saes=SAESourceConfig(folders=folders)))
+    # K* larger than the candidate pool
+    ev = dataclasses.replace(small_run().evaluation, k_star=50, use_sweep=False, sweep_k=(50,))
+    with pytest.raises(RefusalScopeError, match="exceeds|larger than"):
+        run_pipeline(small_run(evaluation=ev))
+
+
+def test_sae_of_the_wrong_width_is_rejected(tiny_organism, tmp_path):
+    from sae_lens import TopKSAE, TopKSAEConfig
+
+    sae = TopKSAE(TopKSAEConfig(d_in=32, d_sae=64, k=4))
+    sae.save_model(tmp_path / "wrong")
+    with pytest.raises(RefusalScopeError, match="d_in=32"):
+        run_pipeline(small_run(saes=SAESourceConfig(folders={0: str(tmp_path / "wrong")})))
+
+
+def test_empty_split_after_filtering_is_an_error(tiny_organism, tmp_path):
+    harmless_only = tmp_path / "harmless.json"
+    harmless_only.write_text(json.dumps([{"instruction": "Tell me how to bake a cake."}] * 4))
+    files = {
+        "harmful_train": str(harmless_only),  # nothing here is refused
+        "harmful_test": str(harmless_only),
+        "harmless_train": str(harmless_only),
+        "harmless_test": str(harmless_only),
+    }
+    prompts = PromptConfig(files=files, n_train=4, n_val=1, n_test=2, filter_max_new_tokens=8)
+    with pytest.raises(RefusalScopeError, match="empty after filtering"):
+        run_pipeline(small_run(prompts=prompts, judge="substring"))
