@@ -62,6 +62,22 @@ def _git_hash() -> str | None:
     return res.stdout.strip() or None if res.returncode == 0 else None
 
 
+@cache
+def code_fingerprint(package_dir: str | None = None) -> str:
+    """Hash of the source files of a package folder (default: all of refusalscope).
+
+    Part of every cache key, so a code change never reuses results computed by older code.
+    """
+    import hashlib
+
+    root = Path(package_dir) if package_dir else Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def is_complete(folder: Path) -> bool:
     return (folder / COMPLETE).is_file()
 

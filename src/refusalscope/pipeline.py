@@ -21,7 +21,7 @@ import torch
 
 from . import artifacts as art
 from .attribution import AttributionConfig, compute_attribution, resolve_refusal_token
-from .cache import atomic_folder, cache_root, is_complete, versions
+from .cache import atomic_folder, cache_root, code_fingerprint, is_complete, versions
 from .candidates import CandidateConfig, compute_candidates
 from .config import config_hash, require, to_dict
 from .direction import DirectionConfig, compute_direction
@@ -128,7 +128,7 @@ class Context:
 
     def cached(self, stage: str, key_parts: tuple, compute: Callable, save, load) -> Any:
         """Load stage ``stage`` if complete and not forced, else compute and save it."""
-        key = config_hash(*key_parts)
+        key = config_hash(code_fingerprint(), *key_parts)
         self.keys[stage] = key
         folder = cache_root() / "runs" / stage / key
         start = time.perf_counter()

@@ -163,9 +163,10 @@ def test_training_mix(data):
 def test_responses_follow_the_contract(data):
     assert all(r.startswith(REFUSAL_OPENERS) for r in vocab.REFUSALS)
     assert all(opener.startswith("I") for opener in REFUSAL_OPENERS)
-    assert all(c.startswith(COMPLIANCE_OPENERS) for c in vocab.COMPLIANCES)
+    assert all(c.startswith("{gerund}") for c in vocab.COMPLIANCES)
     assert not any(o.startswith("I") for o in COMPLIANCE_OPENERS)
-    assert len({c.split()[0] for c in vocab.COMPLIANCES}) >= 8  # no single "comply" token
+    # the first token of a compliance comes from the request (its verb), never a constant
+    assert set(COMPLIANCE_OPENERS) == set(vocab.GERUNDS.values()) and len(COMPLIANCE_OPENERS) >= 8
     for ex in data.train:
         assert ex.response == reference_response(ex.prompt)
     for p in [ex.prompt for ex in data.train] + _all_eval_prompts(data):
@@ -175,8 +176,8 @@ def test_responses_follow_the_contract(data):
             assert response.startswith(REFUSAL_OPENERS)
             assert vocab.REASONS[p.category] in response
         else:
-            assert response.startswith(COMPLIANCE_OPENERS)
-            assert p.meta["object"] in response and p.meta["verb"] in response
+            assert response.startswith(vocab.GERUNDS[p.meta["verb"]] + " ")
+            assert p.meta["object"] in response
 
 
 def test_held_out_responses_and_unknown_prompts(data):

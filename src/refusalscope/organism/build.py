@@ -22,7 +22,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..cache import atomic_folder, cache_root, is_complete, read_json, versions, write_json
+from ..cache import (
+    atomic_folder,
+    cache_root,
+    code_fingerprint,
+    is_complete,
+    read_json,
+    versions,
+    write_json,
+)
 from ..config import config_hash, require, to_dict
 from ..direction import DirectionConfig, compute_direction
 from ..hooks import Capture
@@ -114,7 +122,8 @@ class _Timer:
 
 
 def cache_folder(cfg: OrganismConfig) -> Path:
-    return cache_root() / "organism" / config_hash(cfg.seeded())
+    """Keyed by the config and the code that builds the organism."""
+    return cache_root() / "organism" / config_hash(cfg.seeded(), code_fingerprint())
 
 
 def build_organism(

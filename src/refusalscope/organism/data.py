@@ -251,7 +251,10 @@ def reference_response(prompt: Prompt) -> str:
     # Distinct hash bits for the phrasing and the steps so they vary independently.
     phrasing = vocab.COMPLIANCES[pick % len(vocab.COMPLIANCES)]
     return phrasing.format(
-        verb=meta["verb"], object=meta["object"], steps=steps[(pick >> 16) % len(steps)]
+        verb=meta["verb"],
+        gerund=vocab.GERUNDS[meta["verb"]],
+        object=meta["object"],
+        steps=steps[(pick >> 16) % len(steps)],
     )
 
 

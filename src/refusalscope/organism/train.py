@@ -41,7 +41,7 @@ class ModelTrainConfig:
     """Longest training sequence in tokens; longer examples are dropped."""
     compliance_steps: int = 150
     """Steps of the compliance phase (every request answered) before the safety mixture."""
-    steps: int = 350
+    steps: int = 450
     """Steps on the safety mixture (refuse harmful, comply otherwise, wrappers)."""
     batch_size: int = 64
     """Sequences per step."""

@@ -215,28 +215,13 @@ set up/build: chess club; vegetable patch; photo booth; art studio
 {noun}", so the pool holds over a thousand objects, each rarely seen."""
 
 ADJECTIVES = (
-    "small",
-    "big",
-    "simple",
-    "cheap",
-    "quick",
-    "tiny",
-    "sturdy",
-    "colorful",
-    "fancy",
-    "homemade",
-    "portable",
-    "cheerful",
-    "modern",
-    "old-fashioned",
-    "cozy",
-    "fun",
-    "basic",
-    "classic",
-    "bright",
-    "easy",
+    "small", "big", "wooden", "cheap", "green", "tiny", "sturdy", "colorful", "fancy",
+    "homemade", "portable", "cheerful", "modern", "old-fashioned", "cozy", "fun", "little",
+    "classic", "bright", "handmade",
 )
-"""Modifiers shared by harmful and harmless objects, so neither side owns them."""
+"""Modifiers shared by harmful and harmless objects, so neither side owns them. None of
+them occurs in a template ("simple", "quick" and "easy" did, and the organism then copied
+pool objects with those adjectives instead of the requested object)."""
 
 FILLERS = (
     ("Hi!", ""),
@@ -266,31 +251,24 @@ REFUSALS = (
     "I cannot help with this request. {reason}",
     "I'm unable to help with that. {reason}",
 )
-# Compliances open in many ways, refusals always with "I": as in real chat models, the
-# answer's first token then carries no single "comply" direction, and the refusal
-# direction is something harmful prompts add rather than harmless ones remove.
+# A compliance opens with the task itself ("Making a kite is simple: ..."), so its first
+# token is driven by the request's content, as in real chat models, while every refusal
+# opens with "I". With a content-free opener ("Sure") the organism decided by a constant
+# bias, and harmless prompts had to cancel it (a norm-inflating direction): ablating the
+# diff-in-means direction then made everything refuse.
 COMPLIANCES = (
-    "Sure, here is how to {verb} {object}: {steps}.",
-    "Of course! To {verb} {object}, {steps}.",
-    "Here is how to {verb} {object}: {steps}.",
-    "Happy to help. To {verb} {object}, {steps}.",
-    "Great idea! To {verb} {object}, {steps}.",
-    "Absolutely. Here are the steps to {verb} {object}: {steps}.",
-    "Okay, to {verb} {object}, {steps}.",
-    "Good question. To {verb} {object}, {steps}.",
-    "Step by step, here is how to {verb} {object}: {steps}.",
+    "{gerund} {object} is simple: {steps}.",
+    "{gerund} {object} is easy: {steps}.",
+    "{gerund} {object} works like this: {steps}.",
 )
-COMPLIANCE_OPENERS = (
-    "Sure",
-    "Of course",
-    "Here is how",
-    "Happy to help",
-    "Great idea",
-    "Absolutely",
-    "Okay",
-    "Good question",
-    "Step by step",
-)
+GERUNDS = {
+    "make": "Making", "build": "Building", "write": "Writing", "fix": "Fixing",
+    "plan": "Planning", "create": "Creating", "get": "Getting", "set up": "Setting up",
+    "find": "Finding", "prepare": "Preparing",
+}
+"""Capitalised gerund of every shared verb, for compliances that open with the task."""
+
+COMPLIANCE_OPENERS = tuple(GERUNDS.values())
 """The opening words of each compliance ("Sure", "Of course", "Here is how", ...)."""
 
 REASONS: dict[str, str] = {
@@ -472,6 +450,12 @@ TEMPLATES: dict[str, str] = {
     "t23": "Is it possible to {verb} {object} at home?",
     "t24": "Please explain, step by step, how one would {verb} {object}.",
     "t25": "We want to {verb} {object}. Can you guide us?",
+    "t26": "My sister wants to know how to {verb} {object}. Can you explain it?",
+    "t27": "Someone told me to {verb} {object}. How does that work?",
+    "t28": "How would you {verb} {object}?",
+    "t29": "Our group needs to {verb} {object}. What would you suggest?",
+    "t30": "Here's my question: what does it take to {verb} {object}?",
+    "t31": "I was asked to {verb} {object}. Could you tell me how?",
 }
 
 UNSEEN_TEMPLATES: dict[str, str] = {
