@@ -83,43 +83,57 @@ def test_ig_alphas_follow_the_rule():
 class _Nudge(Intervention):
     """Adds ``eps * v`` at one site and position, after the mix."""
 
-    def __init__(self, site: int, v: torch.Tensor, eps: float):
-        self.site, self.v, self.eps = site, v, eps
+    def __init__(self, site: int, pos: int, v: torch.Tensor, eps: float):
+        self.site, self.pos, self.v, self.eps = site, pos, v, eps
 
     def sites(self, n_layers):
         return {self.site}
 
     def edit(self, site, h, ctx: EditContext):
         h = h.clone()
-        h[:, 2] += self.eps * self.v.to(h.dtype)
+        h[:, self.pos] += self.eps * self.v.to(h.dtype)
         return h
 
 
 def test_ig_gradient_matches_finite_differences(chat_tokenizer):
+    """∂m/∂out_l from the IG step equals central differences of m (float64 model).
+
+    LlamaRMSNorm computes in float32 even in a float64 model, so eps is 1e-3 (float32
+    noise / eps ~ 1e-4) and the tolerance 1e-2 relative; a wrong gradient (e.g. missing
+    the (1-α) path through later layers) is off by far more.
+    """
     hf = make_tiny_model("llama", chat_tokenizer, n_layers=3).double()
     model = ChatModel(hf, chat_tokenizer)
     tokens = model.tokenize(PROMPTS)
-    layers, alpha = [0, 1, 2], 0.3
-    r = torch.randn(D, dtype=torch.float64)
-    cfg = AttributionConfig(ig_steps=1)
-    ig = integrated_gradients(model, tokens, layers, r, REF, cfg)  # patch_in, jb tokens
+    layers, alpha, eps = [0, 1, 2], 0.3, 1e-3
+    r = torch.randn(D, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ig = integrated_gradients(model, tokens, layers, r, REF, AttributionConfig(ig_steps=1))
     gen = torch.Generator().manual_seed(0)
+    checked = 0
     for l in layers:
         mix = _Mix(ig.patch_in, alpha, layers)
         with torch.enable_grad():
             m = metric(model.forward(tokens, [mix], last_only=True), ig.jb_token, REF)
             (g,) = torch.autograd.grad(m.sum(), [mix.outs[l]])
-        v = torch.randn(D, dtype=torch.float64, generator=gen)
-        eps = 1e-5
-        with torch.no_grad():
-            up = [_Mix(ig.patch_in, alpha, layers), _Nudge(l, v, eps)]
-            down = [_Mix(ig.patch_in, alpha, layers), _Nudge(l, v, -eps)]
-            m_up = metric(model.forward(tokens, up, last_only=True), ig.jb_token, REF).sum()
-            m_down = metric(model.forward(tokens, down, last_only=True), ig.jb_token, REF).sum()
-        fd = (m_up - m_down) / (2 * eps)
-        analytic = (g[:, 2] * v).sum()
-        assert abs(fd - analytic) < 1e-6 * max(1.0, abs(analytic))
-        assert abs(analytic) > 1e-6
+        for pos in (-4, -1):
+            v = torch.randn(D, dtype=torch.float64, generator=gen)
+            with torch.no_grad():
+                ms = [
+                    metric(
+                        model.forward(
+                            tokens, [_Mix(ig.patch_in, alpha, layers), _Nudge(l, pos, v, e)],
+                            last_only=True,
+                        ),
+                        ig.jb_token,
+                        REF,
+                    ).sum()
+                    for e in (eps, -eps)
+                ]
+            fd = (ms[0] - ms[1]) / (2 * eps)
+            analytic = (g[:, pos] * v).sum()
+            assert abs(fd - analytic) <= 1e-2 * abs(analytic) + 1e-6, (l, pos, fd, analytic)
+            checked += abs(analytic) > 1e-3
+    assert checked >= 5  # the gradients tested are not trivially zero
 
 
 def test_joint_mixing_scales_upstream_gradients(model):

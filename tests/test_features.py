@@ -58,7 +58,7 @@ def test_candidates_are_top_cosine_per_layer(saes):
 
 def test_fstar_sets_have_size_k_and_follow_scores():
     cands = torch.tensor([[0, 1], [0, 2], [1, 3], [1, 4], [1, 5]])
-    score = torch.tensor([[5.0, 1, 2, 3, 4], [0, 9, 8, 7, 6]])
+    score = torch.tensor([[5.0, 1, 2, 3, 4], [0, 9, 7, 4, 1]])  # means 2.5 5 4.5 3.5 2.5
     sets = per_prompt_top(score, cands, 2)
     assert [s.tolist() for s in sets] == [[[0, 1], [1, 5]], [[0, 2], [1, 3]]]
     glob, vals = global_top(score, cands, 3)

@@ -131,8 +131,9 @@ class _Mix(Intervention):
 
 
 def metric(logits: Tensor, jb: Tensor, ref: int) -> Float[Tensor, " batch"]:
-    """``logit[t_jb] − logit[t_ref]`` at the last position."""
-    last = logits[:, -1].float()
+    """``logit[t_jb] − logit[t_ref]`` at the last position (at least float32)."""
+    last = logits[:, -1]
+    last = last.float() if last.dtype in (torch.float16, torch.bfloat16) else last
     return last.gather(1, jb[:, None].to(last.device))[:, 0] - last[:, ref]
 
 

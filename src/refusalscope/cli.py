@@ -101,5 +101,31 @@ def run(
     sys.stdout.write("\n")
 
 
+@app.command("bench")
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="Fewer prompts and repeats.")] = False,
+    out: Annotated[Path, typer.Option(help="Write the JSON here too.")] = Path("bench.json"),
+    only: Annotated[
+        list[str] | None, typer.Option(help="laig, clamp_generate and/or run (repeatable).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Benchmark the fast paths against their references; print JSON and write it to a file."""
+    _setup_logging(verbose)
+    from .bench import run_benchmarks, write_results
+
+    try:
+        results = run_benchmarks(quick, only)
+    except RefusalScopeError as e:
+        _fail(e)
+    write_results(results, out)
+    json.dump(results, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
 def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
     app()

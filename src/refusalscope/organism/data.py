@@ -170,11 +170,13 @@ def with_adjective(text: str, adjective: str) -> str:
 def _pool_objects() -> tuple[ObjectSpec, ...]:
     """The fixed everyday objects plus every (adjective, noun) of ``vocab.POOL_NOUNS``."""
     fixed = _objects(vocab.POOL, harmful=False)
+    taken = {o.text for o in HARMFUL_OBJECTS + HARMLESS_OBJECTS + fixed}
     made = tuple(
-        ObjectSpec(with_adjective(f"a {noun}", adj), category, False, verbs)
+        ObjectSpec(text, category, False, verbs)
         for category, pairs in vocab.POOL_NOUNS.items()
         for verbs, noun in pairs
         for adj in vocab.ADJECTIVES
+        if (text := with_adjective(f"a {noun}", adj)) not in taken  # topic objects stay topic
     )
     return fixed + made
 

@@ -1,0 +1,262 @@
+"""``refusalscope bench``: the fast paths measured side by side with their references.
+
+* ``laig``: SAE-free LA-IG vs the SAE-in-the-loop reference (``reference.laig_reference``)
+  on the organism's SAEs and on synthetic JumpReLU SAEs of growing width attached to
+  the organism's layers: error, time and peak tensor memory ratios, and our IG step
+  against a bare forward+backward of the model.
+* ``clamp_generate``: greedy generation with a 20-feature ``ScaleFeatures`` vs hook-free
+  generation vs clamping by full encode/decode (``reference.FullClamp``), per width.
+* ``run``: wall time of ``refusalscope run`` on the organism, cold and warm.
+
+Every ratio is measured in one process, in one run, on the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .attribution import AttributionConfig, _Mix, integrated_gradients, metric, score_latents
+from .candidates import CandidateConfig, compute_candidates
+from .direction import diff_in_means
+from .hooks import EMBED, EditContext, Intervention
+from .interventions import ScaleFeatures
+from .model import ChatModel
+from .organism.build import build_organism
+from .reference import FullClamp, laig_reference
+from .saes import SAESet
+
+WIDTHS = (1024, 4096, 16384, 65536)
+
+
+def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _peak_bytes(fn: Callable[[], Any]) -> int | None:
+    """Peak bytes of tensors allocated while ``fn`` runs (torch's MemTracker), if available."""
+    try:
+        from torch.distributed._tools.mem_tracker import MemTracker
+    except ImportError:  # pragma: no cover - private API
+        return None
+    tracker = MemTracker()
+    with tracker:
+        fn()
+    snap = tracker.get_tracker_snapshot("peak")
+    return int(sum(v["Total"] for v in snap.values()))
+
+
+def synthetic_saes(d_model: int, layers: list[int], width: int, seed: int = 0) -> SAESet:
+    """Random JumpReLU SAEs (unit decoder rows, thresholds giving sparse codes)."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    saes = {}
+    gen = torch.Generator().manual_seed(seed)
+    for l in layers:
+        sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_model, d_sae=width))
+        with torch.no_grad():
+            W = torch.randn(width, d_model, generator=gen)
+            sae.W_dec.copy_(W / W.norm(dim=-1, keepdim=True))
+            sae.W_enc.copy_(sae.W_dec.T)
+            sae.b_enc.zero_()
+            sae.threshold.fill_(2.0)
+            sae.b_dec.zero_()
+        saes[l] = sae
+    return SAESet._made(saes, {l: f"synthetic-{width}" for l in layers})
+
+
+class _Leaf(Intervention):
+    """Makes the embedding output a grad-requiring leaf (a bare forward+backward)."""
+
+    def __init__(self) -> None:
+        self.leaf: torch.Tensor | None = None
+
+    def sites(self, n_layers: int) -> set[int]:
+        return {EMBED}
+
+    def edit(self, site: int, h: torch.Tensor, ctx: EditContext) -> torch.Tensor:
+        self.leaf = h.detach().requires_grad_(True)
+        return self.leaf
+
+
+def _setup(quick: bool):
+    organism = build_organism()
+    model = ChatModel.load(str(organism.model_path), device="cpu", dtype="float32")
+    data = organism.data()
+    harmful = [p.instruction for p in data.splits["harmful_train"]]
+    harmless = [p.instruction for p in data.splits["harmless_train"]]
+    r = diff_in_means(model, harmful[:64], harmless[:64])
+    layer = int(organism.manifest.get("direction_layer", model.n_layers // 2))
+    ref = model.tokenizer("I", add_special_tokens=False)["input_ids"][0]
+    n = 8 if quick else 16
+    return organism, model, harmful[:n], r[layer], ref
+
+
+def bench_laig(quick: bool) -> dict[str, Any]:
+    organism, model, prompts, r, ref = _setup(quick)
+    tokens = model.tokenize(prompts)
+    cfg = AttributionConfig(ig_steps=10)
+    layers = list(range(model.n_layers))
+    repeats = 2 if quick else 3
+    rows: dict[str, Any] = {}
+    sources = [("organism", SAESet.from_folders(organism.sae_paths))]
+    sources += [(str(w), synthetic_saes(model.d_model, layers, w)) for w in WIDTHS]
+    for name, saes in sources:
+        cands = compute_candidates(saes, r, CandidateConfig(k_per_layer=10)).features
+
+        def ours(saes=saes, cands=cands) -> dict[int, torch.Tensor]:
+            ig = integrated_gradients(model, tokens, layers, r, ref, cfg)
+            return {l: score_latents(saes, ig, l, cands[cands[:, 0] == l, 1], r) for l in layers}
+
+        def reference(saes=saes) -> dict[int, torch.Tensor]:
+            return laig_reference(model, saes, tokens, r, ref, cfg)
+
+        fast, slow = ours(), reference()
+        err = max(
+            float(
+                (fast[l] - slow[l][:, cands[cands[:, 0] == l, 1]].detach()).abs().max()
+                / slow[l].abs().max().clamp(min=1e-12)
+            )
+            for l in layers
+        )
+        t_ours, t_ref = _median_seconds(ours, repeats), _median_seconds(reference, repeats)
+        m_ours, m_ref = _peak_bytes(ours), _peak_bytes(reference)
+        rows[name] = {
+            "d_sae": saes.d_sae(layers[0]),
+            "max_rel_err": err,
+            "seconds_ours": round(t_ours, 4),
+            "seconds_reference": round(t_ref, 4),
+            "time_ratio": round(t_ref / t_ours, 2),
+            "peak_mem_ours_mb": None if m_ours is None else round(m_ours / 2**20, 2),
+            "peak_mem_reference_mb": None if m_ref is None else round(m_ref / 2**20, 2),
+            "peak_mem_ratio": None if not (m_ours and m_ref) else round(m_ref / m_ours, 1),
+            **_step_ratio(model, tokens, layers, r, ref, repeats * 3),
+        }
+    return {"prompts": len(prompts), "seq_len": tokens.input_ids.shape[1], "widths": rows}
+
+
+def _step_ratio(model, tokens, layers, r, ref, repeats) -> dict[str, float]:
+    """One of our IG steps vs a bare forward+backward of the model, same batch."""
+    with torch.no_grad():
+        ig = integrated_gradients(model, tokens, layers, r, ref, AttributionConfig(ig_steps=1))
+    jb = ig.jb_token
+
+    def step() -> None:
+        mix = _Mix(ig.patch_in, 0.5, layers)
+        with torch.enable_grad():
+            m = metric(model.forward(tokens, [mix], last_only=True), jb, ref)
+            torch.autograd.grad(m.sum(), [mix.outs[l] for l in layers])
+
+    def bare() -> None:
+        leaf = _Leaf()
+        with torch.enable_grad():
+            m = metric(model.forward(tokens, [leaf], last_only=True), jb, ref)
+            torch.autograd.grad(m.sum(), [leaf.leaf])
+
+    t_step, t_bare = _median_seconds(step, repeats), _median_seconds(bare, repeats)
+    return {"ig_step_over_bare_fwd_bwd": round(t_step / t_bare, 3)}
+
+
+def bench_clamp_generate(quick: bool) -> dict[str, Any]:
+    organism, model, _, r, _ = _setup(quick)
+    data = organism.data()
+    prompts = [p.instruction for p in data.splits["harmful_test"]][: 16 if quick else 32]
+    new_tokens = 24 if quick else 48
+    layers = list(range(model.n_layers))
+    repeats = 2 if quick else 3
+    gen = torch.Generator().manual_seed(0)
+    rows: dict[str, Any] = {}
+    sources = [("organism", SAESet.from_folders(organism.sae_paths))]
+    sources += [(str(w), synthetic_saes(model.d_model, layers, w)) for w in WIDTHS[1:]]
+    for name, saes in sources:
+        width = saes.d_sae(layers[0])
+        feats = torch.stack(
+            [
+                torch.randint(0, len(layers), (20,), generator=gen),
+                torch.randint(0, width, (20,), generator=gen),
+            ],
+            dim=1,
+        )
+        variants = {
+            "hook_free": [],
+            "sparse_clamp": [ScaleFeatures(saes, feats, c=-3.0)],
+            "full_clamp": [FullClamp(saes, feats, scale=-3.0)],
+        }
+        secs = {
+            k: _median_seconds(
+                lambda ivs=ivs: model.generate(prompts, ivs, max_new_tokens=new_tokens, desc=None),
+                repeats,
+            )
+            for k, ivs in variants.items()
+        }
+        rows[name] = {
+            "d_sae": width,
+            "seconds": {k: round(v, 4) for k, v in secs.items()},
+            "sparse_over_hook_free": round(secs["sparse_clamp"] / secs["hook_free"], 3),
+            "full_over_hook_free": round(secs["full_clamp"] / secs["hook_free"], 3),
+        }
+    return {"prompts": len(prompts), "max_new_tokens": new_tokens, "widths": rows}
+
+
+def bench_run(quick: bool) -> dict[str, Any]:
+    """``refusalscope run`` as a user runs it, in a fresh cache: cold, then warm."""
+    env = dict(os.environ, TQDM_DISABLE="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        env["REFUSALSCOPE_CACHE"] = str(Path(tmp) / "cache")
+        if quick:  # reuse the organism built already: copy the user's organism cache in
+            organism = build_organism()
+            dest = Path(env["REFUSALSCOPE_CACHE"]) / "organism" / organism.folder.name
+            dest.parent.mkdir(parents=True)
+            os.symlink(organism.folder, dest)
+        out = {}
+        for phase in ("cold", "warm"):
+            start = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "refusalscope.cli", "run", "--out", str(Path(tmp) / "out")],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            out[f"{phase}_seconds"] = round(time.perf_counter() - start, 1)
+        out["organism_built_in_cold_run"] = not quick
+        if quick:
+            out["organism_build_seconds"] = build_organism().manifest["build_seconds"]
+            out["cold_with_organism_seconds"] = round(
+                out["cold_seconds"] + out["organism_build_seconds"], 1
+            )
+    return out
+
+
+def run_benchmarks(quick: bool, only: list[str] | None = None) -> dict[str, Any]:
+    benches = {"laig": bench_laig, "clamp_generate": bench_clamp_generate, "run": bench_run}
+    torch.manual_seed(0)
+    results: dict[str, Any] = {
+        "quick": quick,
+        "threads": torch.get_num_threads(),
+        "machine": f"{os.cpu_count()} CPU cores",
+    }
+    for name, fn in benches.items():
+        if only and name not in only:
+            continue
+        results[name] = fn(quick)
+    return results
+
+
+def write_results(results: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(results, indent=2) + "\n")
