@@ -93,7 +93,12 @@ def tiny_organism_config():
         ),
         vocab_size=700,
         model=ModelTrainConfig(
-            d_model=64, n_layers=2, n_heads=4, d_mlp=256, steps=150, batch_size=32,
+            d_model=64,
+            n_layers=2,
+            n_heads=4,
+            d_mlp=256,
+            steps=150,
+            batch_size=32,
             warmup_steps=10,
         ),
         sae=SAETrainConfig(expansion=4, k=8, n_tokens=60_000, batch_size=1024),

@@ -121,7 +121,8 @@ def test_ig_gradient_matches_finite_differences(chat_tokenizer):
                 ms = [
                     metric(
                         model.forward(
-                            tokens, [_Mix(ig.patch_in, alpha, layers), _Nudge(l, pos, v, e)],
+                            tokens,
+                            [_Mix(ig.patch_in, alpha, layers), _Nudge(l, pos, v, e)],
                             last_only=True,
                         ),
                         ig.jb_token,
@@ -188,6 +189,11 @@ def test_refusal_token_must_be_one_token(model):
 def test_empty_prompts_are_an_error(model):
     with pytest.raises(RefusalScopeError, match="no prompts"):
         compute_attribution(
-            model, sae_set("topk"), [], torch.randn(D), torch.zeros(1, 2, dtype=torch.long),
-            REF, AttributionConfig(),
+            model,
+            sae_set("topk"),
+            [],
+            torch.randn(D),
+            torch.zeros(1, 2, dtype=torch.long),
+            REF,
+            AttributionConfig(),
         )

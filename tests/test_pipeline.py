@@ -31,8 +31,15 @@ def small_run(**changes) -> RunConfig:
         candidates=CandidateConfig(k_per_layer=5),
         attribution=AttributionConfig(ig_steps=3, batch_size=8, all_latents_keep=16),
         evaluation=EvalConfig(
-            k_star=4, sweep_c=(0.0, -3.0), sweep_k=(2, 4), n_sweep=8, max_new_tokens=16,
-            n_induction=6, n_capability=6, induction_multiples=(1.0, 4.0), add_coeffs=(1.0,),
+            k_star=4,
+            sweep_c=(0.0, -3.0),
+            sweep_k=(2, 4),
+            n_sweep=8,
+            max_new_tokens=16,
+            n_induction=6,
+            n_capability=6,
+            induction_multiples=(1.0, 4.0),
+            add_coeffs=(1.0,),
         ),
     )
     return dataclasses.replace(cfg, **changes)
@@ -49,8 +56,17 @@ def first_run(tiny_organism, tmp_path_factory):
 def test_writes_the_four_artifacts_with_their_keys(first_run):
     res, out = first_run
     r = json.loads((out / "results.json").read_text())
-    for key in ("config", "versions", "direction", "jailbreak", "capability", "induction",
-                "sweep", "features", "stages"):
+    for key in (
+        "config",
+        "versions",
+        "direction",
+        "jailbreak",
+        "capability",
+        "induction",
+        "sweep",
+        "features",
+        "stages",
+    ):
         assert key in r
     assert set(r["direction"]) >= {"layer", "sweep"}
     assert all(set(v) == {"jailbreak", "harmless_ok"} for v in r["direction"]["sweep"].values())
@@ -70,7 +86,9 @@ def test_writes_the_four_artifacts_with_their_keys(first_run):
     n = attr["score"].shape[0]
     assert attr["candidates"].shape == (10, 2)  # 5 per layer x 2 layers
     assert attr["score"].shape[1] == 10
-    assert attr["input_ids"].shape == attr["position_mask"].shape and attr["input_ids"].shape[0] == n
+    assert (
+        attr["input_ids"].shape == attr["position_mask"].shape and attr["input_ids"].shape[0] == n
+    )
     assert attr["position_mask"].dtype == torch.bool
     direction = load_file(str(out / "direction.safetensors"))
     assert direction["r"].shape == (2, 64) and int(direction["layer"]) == r["direction"]["layer"]

@@ -29,7 +29,9 @@ def test_manifest_has_every_key(tiny_organism):
     for row in m["direction_sweep"].values():
         assert set(row) == {"jailbreak", "harmless_complied"}
     assert set(m["build_split"]) == {"data", "tokenizer", "model", "saes", "eval"}
-    assert not (m["model_path"].startswith("/") or any(v.startswith("/") for v in m["sae_paths"].values()))
+    assert not (
+        m["model_path"].startswith("/") or any(v.startswith("/") for v in m["sae_paths"].values())
+    )
 
 
 def test_even_the_reduced_organism_learns_the_task(tiny_organism):
@@ -48,7 +50,9 @@ def test_folders_load_with_plain_hf_and_sae_lens(tiny_organism):
     assert tok.chat_template and tok.padding_side == "left"
     for layer, path in tiny_organism.sae_paths.items():
         sae = SAE.load_from_disk(str(path))
-        assert sae.cfg.d_in == 64 and sae.cfg.metadata.hook_name == f"blocks.{layer}.hook_resid_post"
+        assert (
+            sae.cfg.d_in == 64 and sae.cfg.metadata.hook_name == f"blocks.{layer}.hook_resid_post"
+        )
         assert not list(path.glob("*.pt")) and not list(path.glob("*.pkl"))
         # decoder norms folded: decode(f) = f @ W_dec + b_dec
         f = torch.relu(torch.randn(3, sae.cfg.d_sae))
@@ -65,8 +69,9 @@ def test_cached_build_returns_quickly_and_copies(tiny_organism, tmp_path):
 
 
 def test_model_training_is_deterministic(chat_tokenizer):
-    cfg = ModelTrainConfig(d_model=32, n_layers=1, n_heads=2, d_mlp=64, steps=3, batch_size=4,
-                           warmup_steps=1)
+    cfg = ModelTrainConfig(
+        d_model=32, n_layers=1, n_heads=2, d_mlp=64, steps=3, batch_size=4, warmup_steps=1
+    )
     seqs = [encode_chat(chat_tokenizer, "bake bread", "Sure, bake it.")] * 8
     weights = []
     for _ in range(2):

@@ -215,9 +215,26 @@ set up/build: chess club; vegetable patch; photo booth; art studio
 {noun}", so the pool holds over a thousand objects, each rarely seen."""
 
 ADJECTIVES = (
-    "small", "big", "wooden", "cheap", "green", "tiny", "sturdy", "colorful", "fancy",
-    "homemade", "portable", "cheerful", "modern", "old-fashioned", "cozy", "fun", "little",
-    "classic", "bright", "handmade",
+    "small",
+    "big",
+    "wooden",
+    "cheap",
+    "green",
+    "tiny",
+    "sturdy",
+    "colorful",
+    "fancy",
+    "homemade",
+    "portable",
+    "cheerful",
+    "modern",
+    "old-fashioned",
+    "cozy",
+    "fun",
+    "little",
+    "classic",
+    "bright",
+    "handmade",
 )
 """Modifiers shared by harmful and harmless objects, so neither side owns them. None of
 them occurs in a template ("simple", "quick" and "easy" did, and the organism then copied
@@ -262,9 +279,16 @@ COMPLIANCES = (
     "{gerund} {object} works like this: {steps}.",
 )
 GERUNDS = {
-    "make": "Making", "build": "Building", "write": "Writing", "fix": "Fixing",
-    "plan": "Planning", "create": "Creating", "get": "Getting", "set up": "Setting up",
-    "find": "Finding", "prepare": "Preparing",
+    "make": "Making",
+    "build": "Building",
+    "write": "Writing",
+    "fix": "Fixing",
+    "plan": "Planning",
+    "create": "Creating",
+    "get": "Getting",
+    "set up": "Setting up",
+    "find": "Finding",
+    "prepare": "Preparing",
 }
 """Capitalised gerund of every shared verb, for compliances that open with the task."""
 
