@@ -63,16 +63,17 @@ def _git_hash() -> str | None:
 
 
 @cache
-def code_fingerprint(package_dir: str | None = None) -> str:
-    """Hash of the source files of a package folder (default: all of refusalscope).
+def code_fingerprint(parts: tuple[str, ...] = ()) -> str:
+    """Hash of refusalscope's source files (all, or the given files/sub-packages).
 
     Part of every cache key, so a code change never reuses results computed by older code.
     """
     import hashlib
 
-    root = Path(package_dir) if package_dir else Path(__file__).parent
+    root = Path(__file__).parent
+    paths = [p for part in parts for p in (root / part).rglob("*.py")] if parts else None
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted(paths if paths is not None else root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

@@ -65,10 +65,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
 def _convert(hint: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            if dataclasses.is_dataclass(arg) and isinstance(value, Mapping):
-                return from_dict(arg, value, where)
-        return value
+        if value is None:
+            return None
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(args[0], value, where) if len(args) == 1 else value
     if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
         return from_dict(hint, value, where)
     if origin is tuple and isinstance(value, list):

@@ -121,9 +121,24 @@ class _Timer:
         log.info("organism %s: %.1fs", name, self.seconds[name])
 
 
+BUILD_CODE = (
+    "organism",
+    "model.py",
+    "hooks.py",
+    "judges.py",
+    "direction.py",
+    "interventions.py",
+    "saes.py",
+    "types.py",
+    "config.py",
+    "errors.py",
+)
+"""The modules whose code decides what a build produces (its cache key includes them)."""
+
+
 def cache_folder(cfg: OrganismConfig) -> Path:
     """Keyed by the config and the code that builds the organism."""
-    return cache_root() / "organism" / config_hash(cfg.seeded(), code_fingerprint())
+    return cache_root() / "organism" / config_hash(cfg.seeded(), code_fingerprint(BUILD_CODE))
 
 
 def build_organism(

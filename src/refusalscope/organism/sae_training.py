@@ -37,8 +37,10 @@ SAE_FILES = ("cfg.json", "sae_weights.safetensors")
 """What an SAE folder written by ``save_sae`` holds (sae_lens's file names)."""
 
 _FOLD_TOLERANCE = 1e-4
-"""Largest reconstruction change (relative to the mean input norm) allowed when the
+"""Largest reconstruction change (relative to the mean input norm) of a token when the
 decoder norm is folded; folding is exact up to float rounding (~1e-6)."""
+_FOLD_MAX_CHANGED = 0.01
+"""Fraction of probe tokens allowed past ``_FOLD_TOLERANCE`` (TopK near-ties)."""
 
 
 @dataclass(frozen=True)
@@ -265,8 +267,11 @@ def _fold_to_inference(trained: TopKTrainingSAE, probe: Tensor) -> TopKSAE:
     sae.eval()
     after = sae.decode(sae.encode(probe))
     scale = probe.norm(dim=-1).mean().clamp(min=1e-12)
-    err = ((after - before).abs().max() / scale).item()
-    assert err < _FOLD_TOLERANCE, f"decoder-norm folding changed reconstructions by {err:.2e}"
+    per_token = (after - before).abs().amax(-1) / scale
+    # Folding is exact up to rounding, but rounding can flip a near-tie for the k-th
+    # TopK slot, which changes that one token's code; allow a handful of such tokens.
+    changed = (per_token > _FOLD_TOLERANCE).float().mean().item()
+    assert changed <= _FOLD_MAX_CHANGED, f"folding changed {changed:.2%} of reconstructions"
     return sae
 
 

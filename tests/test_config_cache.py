@@ -1,0 +1,76 @@
+"""Configs from files with clear errors; artifacts complete atomically or not at all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from refusalscope.cache import (
+    COMPLETE,
+    atomic_folder,
+    is_complete,
+    load_tensors,
+    read_json,
+    save_tensors,
+    write_json,
+)
+from refusalscope.config import config_hash, from_dict, read_config_file, to_dict
+from refusalscope.errors import RefusalScopeError
+from refusalscope.pipeline import RunConfig
+
+
+def test_run_config_round_trips_through_dicts_and_files(tmp_path):
+    raw = {
+        "model": {"path": "google/gemma-2-2b-it", "dtype": "bfloat16"},
+        "saes": {"release": "gemma-scope-2b-pt-res-canonical", "ids": {"12": "layer_12/x"}},
+        "evaluation": {"k_star": 5, "sweep_c": [0.0, -1.0]},
+    }
+    cfg = from_dict(RunConfig, raw)
+    assert cfg.saes.ids == {12: "layer_12/x"} and cfg.evaluation.sweep_c == (0.0, -1.0)
+    assert from_dict(RunConfig, to_dict(cfg)) == cfg
+    toml = tmp_path / "run.toml"
+    toml.write_text('[model]\npath = "m"\n[saes.folders]\n3 = "sae3"\n')
+    cfg2 = from_dict(RunConfig, read_config_file(toml))
+    assert cfg2.saes.folders == {3: "sae3"} and cfg2.model.path == "m"
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    with pytest.raises(RefusalScopeError, match="unknown key.*colour.*known keys"):
+        from_dict(RunConfig, {"model": {"colour": "red"}})
+    with pytest.raises(RefusalScopeError, match="k_star must be positive"):
+        from_dict(RunConfig, {"evaluation": {"k_star": 0}})
+    with pytest.raises(RefusalScopeError, match="integer keys"):
+        from_dict(RunConfig, {"saes": {"folders": {"twelve": "x"}}})
+    with pytest.raises(RefusalScopeError, match="does not exist"):
+        read_config_file(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(RefusalScopeError, match="not valid JSON"):
+        read_config_file(bad)
+    with pytest.raises(RefusalScopeError, match="not both"):
+        from_dict(RunConfig, {"saes": {"folders": {"0": "a"}, "release": "r", "ids": {"0": "x"}}})
+
+
+def test_config_hash_changes_with_any_field():
+    a = RunConfig()
+    b = from_dict(RunConfig, {"attribution": {"ig_steps": 9}})
+    assert config_hash(a) == config_hash(RunConfig()) and config_hash(a) != config_hash(b)
+
+
+def test_atomic_folder_is_complete_only_after_success(tmp_path):
+    final = tmp_path / "stage" / "abc"
+    with pytest.raises(RuntimeError), atomic_folder(final) as tmp:
+        (tmp / "half.json").write_text("{}")
+        raise RuntimeError("crash mid-stage")
+    assert not final.exists() and not is_complete(final)
+    assert list((tmp_path / "stage").iterdir()) == []  # no temp folder left behind
+    with atomic_folder(final, {"stage": "x"}) as tmp:
+        save_tensors(tmp / "t.safetensors", {"a": torch.arange(3)})
+        write_json(tmp / "r.json", {"ok": True})
+    assert is_complete(final)
+    assert read_json(final / COMPLETE)["meta"] == {"stage": "x"}
+    assert "torch" in read_json(final / COMPLETE)["versions"]
+    assert torch.equal(load_tensors(final / "t.safetensors")["a"], torch.arange(3))
+    assert not list(final.glob("*.pkl")) and json.loads((final / "r.json").read_text())["ok"]
