@@ -185,11 +185,14 @@ class ChatModel:
             model = AutoModelForCausalLM.from_pretrained(
                 source, dtype=dt, trust_remote_code=trust_remote_code
             )
-        except OSError as e:
-            raise RefusalScopeError(
-                f"could not load {name_or_path!r}: {e}. Check the hub id or folder; offline "
-                "machines need the weights in the local HF cache or a local folder"
-            ) from e
+        except (OSError, ValueError) as e:
+            hint = (
+                "the folder holds no model saved with save_pretrained (config.json, weights, "
+                "tokenizer files)"
+                if path.exists()
+                else "check the hub id; offline machines need the weights in the local HF cache"
+            )
+            raise RefusalScopeError(f"could not load {name_or_path!r}: {hint}. ({e})") from e
         model.to(dev)
         log.info("loaded %s on %s in %s", name_or_path, dev, dt)
         return cls(model, tokenizer, name=name_or_path, system_prompt=system_prompt)

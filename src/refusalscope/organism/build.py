@@ -272,8 +272,9 @@ def _train_saes(
     held = collect_activations(model, held_seqs, layers, 100_000)
     paths, quality = {}, {}
     for l in layers:
+        sae_cfg = dataclasses.replace(cfg.sae, seed=cfg.sae.seed * 1000 + l)  # distinct inits
         sae = train_topk_sae(
-            acts[l], cfg.sae, hook_name=f"blocks.{l}.hook_resid_post", model_name="organism"
+            acts[l], sae_cfg, hook_name=f"blocks.{l}.hook_resid_post", model_name="organism"
         )
         q = evaluate_sae(sae, held[l])
         quality[str(l)] = {k: round(float(v), 4) for k, v in dataclasses.asdict(q).items()}

@@ -31,8 +31,9 @@ class ModelTrainConfig:
 
     d_model: int = 128
     """Residual width."""
-    n_layers: int = 4
-    """Decoder layers."""
+    n_layers: int = 6
+    """Decoder layers (with 4 the decision sat in the last layers and every feature
+    selection method found the same one or two latents; see the closing notes)."""
     n_heads: int = 4
     """Attention heads (no grouped KV)."""
     d_mlp: int = 512
@@ -41,7 +42,7 @@ class ModelTrainConfig:
     """Longest training sequence in tokens; longer examples are dropped."""
     compliance_steps: int = 150
     """Steps of the compliance phase (every request answered) before the safety mixture."""
-    steps: int = 450
+    steps: int = 550
     """Steps on the safety mixture (refuse harmful, comply otherwise, wrappers)."""
     batch_size: int = 64
     """Sequences per step."""
