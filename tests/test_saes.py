@@ -109,6 +109,23 @@ def test_encode_selected_latents_per_row(arch, with_seq, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+def test_latent_slices_encode_like_the_sae(arch, tmp_path):
+    """The pre-sliced fast path used by feature clamps, shared and per-row."""
+    saes = saved_set(tmp_path, {2: random_sae(arch)})
+    sae, h = saes.saes[2], inputs()
+    full = sae.encode(h)
+    order = full.ne(0).reshape(-1, D_SAE).sum(0).argsort(descending=True)
+    shared = order[:5]
+    sl = saes.latent_slice(2, shared, h.device, torch.float32)
+    torch.testing.assert_close(saes.encode_slice(2, sl, h), full[..., shared], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sl.rows, saes.decoder_rows(2, shared))
+    per_row = torch.stack([order[:4], order[4:8], torch.tensor([3, 3, 0, 40])])
+    sl = saes.latent_slice(2, per_row, h.device, torch.float32)
+    want = torch.gather(full, -1, per_row[:, None, :].expand(-1, h.shape[1], -1))
+    torch.testing.assert_close(saes.encode_slice(2, sl, h), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_decoder_rows_make_decode_affine(arch, tmp_path):
     saes = saved_set(tmp_path, {1: random_sae(arch)})
     sae = saes.saes[1]

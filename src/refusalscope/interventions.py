@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .hooks import EMBED, EditContext, Intervention, Positions, check_direction
-from .saes import SAESet
+from .saes import LatentSlice, SAESet
 from .types import FeatureList, feature_list
 
 
@@ -80,6 +80,7 @@ class _FeatureClamp(Intervention):
     _per_layer: dict = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._slices: dict = {}
         self.per_prompt = not isinstance(self.features, Tensor) and not _is_pair_list(self.features)
         if self.per_prompt:
             self.features = [feature_list(f) for f in self.features]
@@ -111,6 +112,15 @@ class _FeatureClamp(Intervention):
     def target(self, f: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _slice(self, site: int, h: Tensor) -> LatentSlice:
+        # Sliced once per intervention and site: every generated token reuses it.
+        key = (site, h.device, h.dtype)
+        if key not in self._slices:
+            latents, _ = self._per_layer[site]
+            dtype = self.saes.saes[site].W_dec.dtype
+            self._slices[key] = self.saes.latent_slice(site, latents, h.device, dtype)
+        return self._slices[key]
+
     def edit(self, site: int, h: Tensor, ctx: EditContext) -> Tensor:
         latents, mask = self._per_layer[site]
         if latents.numel() == 0:
@@ -120,14 +130,14 @@ class _FeatureClamp(Intervention):
                 f"per-prompt features for {latents.shape[0]} prompts applied to a batch of "
                 f"{h.shape[0]}; call .select(rows) for the batch"
             )
-        f = self.saes.encode(site, h, latents)
+        sl = self._slice(site, h)
+        f = self.saes.encode_slice(site, sl, h)
         delta = self.target(f) - f
-        rows = self.saes.decoder_rows(site, latents).to(delta.dtype)
         if mask is None:
-            shift = delta @ rows
+            shift = delta @ sl.rows
         else:
             delta = delta * mask.to(delta.device, delta.dtype)[:, None, :]
-            shift = torch.einsum("btk,bkd->btd", delta, rows)
+            shift = torch.bmm(delta, sl.rows)
         return h + shift.to(h.dtype)
 
 

@@ -58,6 +58,29 @@ def _check_affine(sae, where: str) -> None:
 
 
 @dataclass
+class LatentSlice:
+    """Some latents of one SAE, sliced once, to encode them and decode their change fast.
+
+    ``latents`` is ``[k]`` (shared) or ``[B, k]`` (one list per batch row); for encoders
+    that are not per-latent (TopK) the encoder slices are None and a full encode is used.
+    """
+
+    latents: Tensor
+    rows: Tensor
+    """Effective decoder rows, ``[k, d]`` or ``[B, k, d]``."""
+    b_dec_in: Tensor
+    """What the encoder subtracts from its input (``b_dec`` or 0)."""
+    W_enc: Tensor | None = None
+    """Encoder columns, ``[d, k]`` or ``[B, d, k]``."""
+    b_enc: Tensor | None = None
+    threshold: Tensor | None = None
+    """JumpReLU thresholds of the latents (None for ReLU)."""
+    topk: tuple[Tensor, Tensor, Tensor | None, int] | None = None
+    """TopK: the full ``W_enc``, ``b_enc``, decoder norms (if rescaled) and ``k``; a
+    latent is active when its pre-activation is among the ``k`` largest of the token."""
+
+
+@dataclass
 class SAESet:
     """The SAEs attached to a model, keyed by the residual layer they read."""
 
@@ -160,6 +183,43 @@ class SAESet:
         rows = self._rows[layer]
         return rows if latents is None else rows[latents.to(rows.device)]
 
+    def latent_slice(self, layer: int, latents: Tensor, device, dtype) -> LatentSlice:
+        """Slice the encoder/decoder of ``layer`` for ``latents`` (``[k]`` or ``[B, k]``)."""
+        sae = self.saes[layer]
+        latents = latents.to(sae.W_enc.device)
+        rows = self.decoder_rows(layer, latents).to(device, dtype)
+        b_dec_in = (sae.b_dec * sae.cfg.apply_b_dec_to_input).detach().to(device, dtype)
+        sl = LatentSlice(latents.to(device), rows, b_dec_in)
+        arch = sae.cfg.architecture()
+        if arch in ("standard", "jumprelu"):
+            W = sae.W_enc.detach()[:, latents]
+            sl.W_enc = (W if latents.ndim == 1 else W.permute(1, 0, 2)).to(device, dtype)
+            b = sae.b_enc.detach()[latents]
+            sl.b_enc = (b if latents.ndim == 1 else b[:, None, :]).to(device, dtype)
+            if arch == "jumprelu":
+                t = sae.threshold.detach()[latents]
+                sl.threshold = (t if latents.ndim == 1 else t[:, None, :]).to(device, dtype)
+        elif arch == "topk":
+            norms = None
+            if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
+                norms = sae.W_dec.detach().norm(dim=-1).to(device, dtype)
+            W, b = sae.W_enc.detach().to(device, dtype), sae.b_enc.detach().to(device, dtype)
+            sl.topk = (W, b, norms, int(sae.cfg.k))
+        return sl
+
+    def encode_slice(
+        self, layer: int, sl: LatentSlice, h: Float[Tensor, "batch seq d_model"]
+    ) -> Float[Tensor, "batch seq k"]:
+        """The sliced latents' activations (equals ``encode(layer, h, sl.latents)``)."""
+        x = h.to(sl.b_dec_in.dtype) - sl.b_dec_in
+        if sl.topk is not None:
+            return _topk_slice(x, sl)
+        if sl.W_enc is None:
+            return self.encode(layer, h, sl.latents)
+        pre = (x @ sl.W_enc if sl.W_enc.ndim == 2 else torch.bmm(x, sl.W_enc)) + sl.b_enc
+        acts = torch.relu(pre)
+        return acts if sl.threshold is None else acts * (pre > sl.threshold).to(acts.dtype)
+
     def encode(
         self,
         layer: int,
@@ -193,6 +253,17 @@ class SAESet:
                 thr = thr.reshape(thr.shape[0], *([1] * (pre.ndim - 2)), thr.shape[1])
             acts = acts * (pre > thr).to(acts.dtype)
         return acts
+
+
+def _topk_slice(x: Tensor, sl: LatentSlice) -> Tensor:
+    """TopK activations of the sliced latents without materialising the full code."""
+    W, b, norms, k = sl.topk
+    pre = x @ W + b
+    if norms is not None:
+        pre = pre * norms
+    kth = pre.topk(k, dim=-1).values[..., -1:]
+    sel = _gather_latents(pre, sl.latents)
+    return torch.relu(sel) * (sel >= kth).to(sel.dtype)
 
 
 def _project(x: Tensor, W: Tensor, b: Tensor, latents: Tensor) -> Tensor:
