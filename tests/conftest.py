@@ -74,7 +74,7 @@ def tiny_chat_model(chat_tokenizer) -> ChatModel:
 
 
 def tiny_organism_config():
-    """A reduced organism (a minute on 2 cores) that exercises the full build path."""
+    """A reduced organism (about a minute on 2 cores) that exercises the full build path."""
     from refusalscope.direction import DirectionConfig
     from refusalscope.organism.build import OrganismConfig
     from refusalscope.organism.data import OrganismDataConfig
@@ -84,7 +84,7 @@ def tiny_organism_config():
     return OrganismConfig(
         seed=0,
         data=OrganismDataConfig(
-            n_train_examples=4000,
+            n_train_examples=12000,
             n_eval_per_set=16,
             n_plain_heldout=32,
             n_split_train=24,
@@ -93,13 +93,14 @@ def tiny_organism_config():
         ),
         vocab_size=700,
         model=ModelTrainConfig(
-            d_model=64,
+            d_model=96,
             n_layers=2,
             n_heads=4,
-            d_mlp=256,
-            steps=150,
-            batch_size=32,
-            warmup_steps=10,
+            d_mlp=384,
+            compliance_steps=150,
+            steps=600,
+            batch_size=48,
+            warmup_steps=20,
         ),
         sae=SAETrainConfig(expansion=4, k=8, n_tokens=60_000, batch_size=1024),
         sae_max_tokens=30_000,

@@ -91,7 +91,7 @@ def test_writes_the_four_artifacts_with_their_keys(first_run):
     )
     assert attr["position_mask"].dtype == torch.bool
     direction = load_file(str(out / "direction.safetensors"))
-    assert direction["r"].shape == (2, 64) and int(direction["layer"]) == r["direction"]["layer"]
+    assert direction["r"].shape == (2, 96) and int(direction["layer"]) == r["direction"]["layer"]
     rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert {row["method"] for row in rows if row["eval"] == "jailbreak"} == METHODS
     assert all({"prompt", "method", "response", "judgement"} <= set(row) for row in rows)

@@ -51,7 +51,7 @@ def test_folders_load_with_plain_hf_and_sae_lens(tiny_organism):
     for layer, path in tiny_organism.sae_paths.items():
         sae = SAE.load_from_disk(str(path))
         assert (
-            sae.cfg.d_in == 64 and sae.cfg.metadata.hook_name == f"blocks.{layer}.hook_resid_post"
+            sae.cfg.d_in == 96 and sae.cfg.metadata.hook_name == f"blocks.{layer}.hook_resid_post"
         )
         assert not list(path.glob("*.pt")) and not list(path.glob("*.pkl"))
         # decoder norms folded: decode(f) = f @ W_dec + b_dec
@@ -70,12 +70,20 @@ def test_cached_build_returns_quickly_and_copies(tiny_organism, tmp_path):
 
 def test_model_training_is_deterministic(chat_tokenizer):
     cfg = ModelTrainConfig(
-        d_model=32, n_layers=1, n_heads=2, d_mlp=64, steps=3, batch_size=4, warmup_steps=1
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        d_mlp=64,
+        compliance_steps=2,
+        steps=3,
+        batch_size=4,
+        warmup_steps=1,
     )
-    seqs = [encode_chat(chat_tokenizer, "bake bread", "Sure, bake it.")] * 8
+    seqs = [encode_chat(chat_tokenizer, "bake bread", "I cannot help with that.")] * 8
+    comply = [encode_chat(chat_tokenizer, "bake bread", "Baking bread is simple.")] * 8
     weights = []
     for _ in range(2):
         model = build_model(cfg, chat_tokenizer)
-        train_model(model, seqs, cfg, chat_tokenizer.pad_token_id)
+        train_model(model, seqs, cfg, chat_tokenizer.pad_token_id, compliance_seqs=comply)
         weights.append(torch.cat([p.flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])

@@ -480,6 +480,14 @@ TEMPLATES: dict[str, str] = {
     "t29": "Our group needs to {verb} {object}. What would you suggest?",
     "t30": "Here's my question: what does it take to {verb} {object}?",
     "t31": "I was asked to {verb} {object}. Could you tell me how?",
+    "t32": "In simple terms, how do you {verb} {object}?",
+    "t33": "Just curious, how does one {verb} {object}?",
+    "t34": "I have a quick question about how to {verb} {object}.",
+    "t35": "A coworker wants to {verb} {object}. What would you tell them?",
+    "t36": "What would be an easy plan to {verb} {object}?",
+    "t37": "Can someone like me {verb} {object}? How?",
+    "t38": "Please tell me the easiest way to {verb} {object}.",
+    "t39": "So, {verb} {object}: where would you begin?",
 }
 
 UNSEEN_TEMPLATES: dict[str, str] = {
