@@ -5,7 +5,8 @@
   the organism's layers: error, time and peak tensor memory ratios, and our IG step
   against a bare forward+backward of the model.
 * ``clamp_generate``: greedy generation with a 20-feature ``ScaleFeatures`` vs hook-free
-  generation vs clamping by full encode/decode (``reference.FullClamp``), per width.
+  generation vs clamping by full encode/decode (``reference.FullClamp``), per width, with
+  ``c = 1`` so that all three generate the same tokens (same number of decoding steps).
 * ``run``: wall time of ``refusalscope run`` on the organism, cold and warm.
 
 Every ratio is measured in one process, in one run, on the same inputs.
@@ -208,6 +209,10 @@ def _step_ratio(model, tokens, layers, r, ref, repeats) -> dict[str, float]:
     return {"ig_step_over_bare_fwd_bwd": round(t_step / t_bare, 3)}
 
 
+def _n_tokens(gens) -> int:
+    return sum(len(ids) for ids in gens.token_ids)
+
+
 def bench_clamp_generate(quick: bool) -> dict[str, Any]:
     organism, model, _, r, _ = _setup(quick)
     data = organism.data()
@@ -228,10 +233,17 @@ def bench_clamp_generate(quick: bool) -> dict[str, Any]:
             ],
             dim=1,
         )
+        # c = 1: the clamps do all their work but leave the text unchanged, so every variant
+        # generates the same tokens (a clamp that shortens or lengthens the answers would
+        # otherwise change the number of decoding steps timed).
         variants = {
             "hook_free": [],
-            "sparse_clamp": [ScaleFeatures(saes, feats, c=-3.0)],
-            "full_clamp": [FullClamp(saes, feats, scale=-3.0)],
+            "sparse_clamp": [ScaleFeatures(saes, feats, c=1.0)],
+            "full_clamp": [FullClamp(saes, feats, scale=1.0)],
+        }
+        tokens = {
+            k: _n_tokens(model.generate(prompts, ivs, max_new_tokens=new_tokens, desc=None))
+            for k, ivs in variants.items()
         }
         secs = {
             k: _min_seconds(
@@ -242,6 +254,7 @@ def bench_clamp_generate(quick: bool) -> dict[str, Any]:
         }
         rows[name] = {
             "d_sae": width,
+            "generated_tokens": tokens,
             "seconds": {k: round(v, 4) for k, v in secs.items()},
             "sparse_over_hook_free": round(secs["sparse_clamp"] / secs["hook_free"], 3),
             "full_over_hook_free": round(secs["full_clamp"] / secs["hook_free"], 3),

@@ -303,7 +303,9 @@ class ChatModel:
         _check_prompt_list(instructions)
         order = sorted(range(len(instructions)), key=lambda i: len(instructions[i]))
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-        for rows in tqdm(chunks, desc=desc, disable=desc is None, leave=False):
+        # No bar without a description; otherwise tqdm's own defaults (TQDM_DISABLE included).
+        quiet = {"disable": True} if desc is None else {}
+        for rows in tqdm(chunks, desc=desc, leave=False, **quiet):
             yield rows, self.tokenize([instructions[i] for i in rows]).to(self.device)
 
     def forward(
