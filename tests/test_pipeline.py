@@ -14,7 +14,8 @@ from refusalscope.candidates import CandidateConfig
 from refusalscope.direction import DirectionConfig
 from refusalscope.errors import RefusalScopeError
 from refusalscope.evaluate import EvalConfig
-from refusalscope.pipeline import STAGES, RunConfig, SAESourceConfig, run_pipeline, write_outputs
+from refusalscope.outputs import write_outputs
+from refusalscope.pipeline import STAGES, RunConfig, SAESourceConfig, run_pipeline
 from refusalscope.prompts import PromptConfig
 from tests.conftest import tiny_organism_config
 

@@ -6,7 +6,7 @@ Layout (the data walks one way; a module imports only from the ones above it):
   (ChatModel), ``saes`` (SAESet over sae_lens), ``interventions``, ``judges``, ``organism``;
 * stages — ``prompts`` → ``direction`` → ``candidates`` → ``attribution`` (LA-IG) →
   ``features`` (F* and baselines) → ``evaluate`` (jailbreak, capability, induction, sweep);
-* orchestration — ``artifacts``, ``pipeline``, ``report``, ``cli``, ``bench``;
+* orchestration — ``artifacts``, ``pipeline``, ``report``, ``outputs``, ``cli``, ``bench``;
   ``reference`` keeps the slow implementations the fast ones are tested against.
 """
 

@@ -80,7 +80,8 @@ def run(
     """Run the whole method (organism by default) and write results, report and artifacts."""
     _setup_logging(verbose)
     from .config import from_dict, read_config_file
-    from .pipeline import RunConfig, run_pipeline, write_outputs
+    from .outputs import write_outputs
+    from .pipeline import RunConfig, run_pipeline
 
     try:
         raw = read_config_file(config) if config else {}

@@ -14,10 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import torch
 
 from . import artifacts as art
 from .attribution import AttributionConfig, compute_attribution, resolve_refusal_token
@@ -381,50 +378,3 @@ def _feature_report(feats, k: int, cands) -> dict[str, Any]:
         "actdiff": feats.global_set("actdiff", k).tolist(),
         "n_candidates": len(cands.features),
     }
-
-
-def combined_attribution(attr: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Train and test attributions in one table; ``split`` is 0 for train, 1 for test."""
-    splits = [k for k in ("train", "test") if k in attr]
-    parts = [art.attribution_tensors(attr[k]) for k in splits]
-    T = max(p["input_ids"].shape[1] for p in parts)
-
-    def left_pad(t: torch.Tensor, value) -> torch.Tensor:
-        return torch.nn.functional.pad(t, (T - t.shape[1], 0), value=value)
-
-    out = {
-        "candidates": parts[0]["candidates"],
-        "ref_token": parts[0]["ref_token"],
-        "input_ids": torch.cat([left_pad(p["input_ids"], 0) for p in parts]),
-        "position_mask": torch.cat([left_pad(p["position_mask"], False) for p in parts]),
-        "split": torch.cat(
-            [torch.full((len(p["score"]),), i, dtype=torch.long) for i, p in enumerate(parts)]
-        ),
-    }
-    for key in ("score", "jb_token", "metric_clean", "metric_patch", "all_top", "all_top_score"):
-        if key in parts[0]:
-            out[key] = torch.cat([p[key] for p in parts])
-    out.update({k: v for k, v in parts[0].items() if k.startswith("all_mean.")})
-    return out
-
-
-def write_outputs(res: RunResult, out: Path) -> None:
-    """results.json, attribution/direction safetensors, generations.jsonl, report.html.
-
-    Each file is written through a temp file and renamed; results.json goes last, so its
-    presence means the whole set is there.
-    """
-    from .cache import save_tensors, write_json, write_jsonl
-    from .report import render_report
-
-    out.mkdir(parents=True, exist_ok=True)
-    save_tensors(out / "attribution.safetensors", combined_attribution(res.attribution))
-    save_tensors(
-        out / "direction.safetensors",
-        {"r": res.direction.r, "layer": torch.tensor(res.direction.layer)},
-    )
-    write_jsonl(out / "generations.jsonl", res.generations)
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(render_report(res.results))
-    tmp.replace(out / "report.html")
-    write_json(out / "results.json", res.results)
