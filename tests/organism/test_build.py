@@ -25,7 +25,7 @@ def test_manifest_has_every_key(tiny_organism):
         assert abs(row["refused"] + row["complied"] + row["degenerate"] - 1) < 1e-6
     assert set(m["saes"]) == {"0", "1"} and set(m["direction_sweep"]) == {"0", "1"}
     for q in m["saes"].values():
-        assert 0 < q["fve"] <= 1 and q["l0"] == pytest.approx(8) and 0 < q["alive_fraction"] <= 1
+        assert 0 < q["fve"] <= 1 and 4 <= q["l0"] <= 16 and 0 < q["alive_fraction"] <= 1
     for row in m["direction_sweep"].values():
         assert set(row) == {"jailbreak", "harmless_complied"}
     assert set(m["build_split"]) == {"data", "tokenizer", "model", "saes", "eval"}

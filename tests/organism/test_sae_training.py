@@ -1,10 +1,10 @@
-"""TopK SAE training with sae_lens's trainer: quality, exact folding, pickle-free saving."""
+"""SAE training with sae_lens's trainer: quality, exact folding, pickle-free saving."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from sae_lens import SAE, TopKSAE, TopKTrainingSAE, TopKTrainingSAEConfig
+from sae_lens import SAE, JumpReLUSAE, TopKSAE, TopKTrainingSAE, TopKTrainingSAEConfig
 
 from refusalscope.errors import RefusalScopeError
 from refusalscope.organism.sae_training import (
@@ -15,13 +15,15 @@ from refusalscope.organism.sae_training import (
     evaluate_sae,
     load_sae,
     save_sae,
-    train_topk_sae,
+    train_sae,
 )
 from refusalscope.saes import SAESet
 
 D, N_TRAIN, N_TEST = 32, 50_000, 10_000
 HOOK = "blocks.2.hook_resid_post"
-SMALL = SAETrainConfig(expansion=4, k=8, lr=3e-3, batch_size=256, n_tokens=N_TRAIN)
+SMALL = SAETrainConfig(
+    architecture="topk", expansion=4, k=8, lr=3e-3, batch_size=256, n_tokens=N_TRAIN
+)
 
 
 def sparse_acts(n: int, seed: int = 0) -> torch.Tensor:
@@ -43,7 +45,7 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def trained(data) -> TopKSAE:
-    return train_topk_sae(data[0], SMALL, hook_name=HOOK, model_name="synthetic")
+    return train_sae(data[0], SMALL, hook_name=HOOK, model_name="synthetic")
 
 
 def test_training_reaches_a_useful_sae(trained, data):
@@ -67,6 +69,26 @@ def test_decode_is_exactly_affine_with_unit_rows(trained, data):
             torch.testing.assert_close(
                 trained.decode(f), f @ trained.W_dec + trained.b_dec, rtol=0, atol=1e-5
             )
+
+
+def test_batchtopk_is_saved_as_a_jumprelu_sae(data, tmp_path):
+    """BatchTopK trains with k per token on average and becomes sae_lens's JumpReLUSAE."""
+    cfg = SAETrainConfig(expansion=4, k=8, lr=3e-3, batch_size=256, n_tokens=N_TRAIN)
+    assert cfg.architecture == "batchtopk"
+    sae = train_sae(data[0], cfg, hook_name=HOOK, model_name="synthetic")
+    assert isinstance(sae, JumpReLUSAE)
+    q = evaluate_sae(sae, data[1])
+    # the JumpReLU threshold is sae_lens's running estimate: L0 is near k, not exactly k
+    assert q.fve > 0.75 and 4.0 <= q.l0 <= 16.0 and q.alive_fraction > 0.9, q
+    assert float(sae.threshold.min()) > 0 and sae.threshold.unique().numel() == 1
+    norms = sae.W_dec.norm(dim=-1)
+    torch.testing.assert_close(norms, torch.ones_like(norms), rtol=0, atol=1e-5)
+    f = torch.relu(torch.randn(100, 4 * D))
+    with torch.no_grad():
+        torch.testing.assert_close(sae.decode(f), f @ sae.W_dec + sae.b_dec, rtol=0, atol=1e-5)
+    loaded = SAE.load_from_disk(save_sae(sae, tmp_path / "jr"))
+    assert isinstance(loaded, JumpReLUSAE)
+    assert abs(evaluate_sae(loaded, data[1]).fve - q.fve) < 1e-6
 
 
 def test_folding_keeps_reconstructions():
@@ -121,11 +143,13 @@ def test_load_sae_needs_an_sae_folder(tmp_path):
 
 
 def test_training_is_deterministic_and_leaves_global_rng_alone(data):
-    cfg = SAETrainConfig(expansion=2, k=4, batch_size=256, n_tokens=2048, seed=3)
+    cfg = SAETrainConfig(
+        architecture="topk", expansion=2, k=4, batch_size=256, n_tokens=2048, seed=3
+    )
     state = torch.random.get_rng_state()
-    a = train_topk_sae(data[0][:3000], cfg, hook_name=HOOK, model_name="m")
+    a = train_sae(data[0][:3000], cfg, hook_name=HOOK, model_name="m")
     assert torch.equal(torch.random.get_rng_state(), state)
-    b = train_topk_sae(data[0][:3000], cfg, hook_name=HOOK, model_name="m")
+    b = train_sae(data[0][:3000], cfg, hook_name=HOOK, model_name="m")
     for name, p in a.state_dict().items():
         assert torch.equal(p, b.state_dict()[name]), name
 
@@ -160,8 +184,8 @@ def test_config_rejects_bad_values(bad):
 
 def test_training_rejects_bad_activations():
     with pytest.raises(RefusalScopeError, match="shape"):
-        train_topk_sae(torch.zeros(10, 4, 4), SMALL, hook_name=HOOK, model_name="m")
+        train_sae(torch.zeros(10, 4, 4), SMALL, hook_name=HOOK, model_name="m")
     bad = torch.zeros(300, D)
     bad[0, 0] = float("nan")
     with pytest.raises(RefusalScopeError, match="NaN"):
-        train_topk_sae(bad, SMALL, hook_name=HOOK, model_name="m")
+        train_sae(bad, SMALL, hook_name=HOOK, model_name="m")

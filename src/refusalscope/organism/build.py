@@ -1,9 +1,10 @@
 """Build the model organism end to end, cached by its config.
 
-data → tokenizer → chat model → residual activations → one TopK SAE per layer →
-behaviour table → direction sweep, written to a folder whose ``organism.json`` says
-where everything is. The model folder loads with ``AutoModelForCausalLM`` and each
-SAE folder with ``sae_lens.SAE.load_from_disk`` — the same paths a real model uses.
+data → tokenizer → chat model → residual activations → one SAE per layer (BatchTopK,
+saved as JumpReLU) → behaviour table → direction sweep, written to a folder whose
+``organism.json`` says where everything is. The model folder loads with
+``AutoModelForCausalLM`` and each SAE folder with ``sae_lens.SAE.load_from_disk`` — the
+same paths a real model uses.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ..hooks import Capture
 from ..judges import OrganismJudge, summarize
 from ..model import ChatModel
 from .data import OrganismData, OrganismDataConfig, generate_data
-from .sae_training import SAETrainConfig, evaluate_sae, save_sae, train_topk_sae
+from .sae_training import SAETrainConfig, evaluate_sae, save_sae, train_sae
 from .tokenizer import train_chat_tokenizer
 from .train import ModelTrainConfig, build_model, collate, encode_chat, encode_plain, train_model
 
@@ -273,7 +274,7 @@ def _train_saes(
     paths, quality = {}, {}
     for l in layers:
         sae_cfg = dataclasses.replace(cfg.sae, seed=cfg.sae.seed * 1000 + l)  # distinct inits
-        sae = train_topk_sae(
+        sae = train_sae(
             acts[l], sae_cfg, hook_name=f"blocks.{l}.hook_resid_post", model_name="organism"
         )
         q = evaluate_sae(sae, held[l])

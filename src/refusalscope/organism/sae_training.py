@@ -1,10 +1,11 @@
-"""Train TopK SAEs on residual activations with sae_lens's own trainer.
+"""Train the organism's SAEs (BatchTopK or TopK) with sae_lens's own trainer.
 
 The organism's SAEs are trained from a fixed tensor of token activations (one layer
 at a time) by ``sae_lens.SAETrainer`` fed with shuffled batches of that tensor. The
-trained SAE is returned as sae_lens's *inference* ``TopKSAE`` with the decoder norms
-folded in, so ``decode(f) = f @ W_dec + b_dec`` with unit-norm rows — the affine form
-the fast paths of refusalscope (SAE-free LA-IG, sparse clamping) rely on.
+trained SAE is returned as sae_lens's *inference* SAE (``JumpReLUSAE`` for BatchTopK,
+as sae_lens saves it; ``TopKSAE`` for TopK) with the decoder norms folded in, so
+``decode(f) = f @ W_dec + b_dec`` with unit-norm rows — the affine form the fast paths
+of refusalscope (SAE-free LA-IG, sparse clamping) rely on.
 
 Nothing here writes a pickle: the trainer's checkpoints (``torch.save``) are switched
 off, and ``save_sae`` writes the SAELens folder format (``cfg.json`` +
@@ -29,7 +30,7 @@ from torch import Tensor
 from ..errors import RefusalScopeError
 
 if TYPE_CHECKING:  # sae_lens is imported lazily: it takes seconds to import
-    from sae_lens import SAE, TopKSAE, TopKTrainingSAE
+    from sae_lens import SAE, BatchTopKTrainingSAE, JumpReLUSAE, TopKSAE, TopKTrainingSAE
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +46,22 @@ _FOLD_MAX_CHANGED = 0.01
 
 @dataclass(frozen=True)
 class SAETrainConfig:
-    """How to train one TopK SAE (defaults: what worked for the organism, d_model 128)."""
+    """How to train one SAE (defaults: what worked for the organism, d_model 128)."""
 
+    architecture: Literal["topk", "batchtopk"] = "batchtopk"
+    """'topk': exactly ``k`` latents per token, saved as sae_lens's ``TopKSAE``.
+    'batchtopk': ``k`` per token on average over a batch during training, saved (as
+    sae_lens does) as a ``JumpReLUSAE`` whose threshold is the learned top-k threshold —
+    a per-latent encoder, so a clamp encodes only the latents it needs."""
     expansion: int = 8
     """Latents per residual dimension: ``d_sae = expansion * d_model``."""
-    k: int = 16
-    """Active latents per token (TopK)."""
+    k: int = 20
+    """Active latents per token (TopK), or per token on average (BatchTopK)."""
     lr: float = 3e-3
     """Peak Adam learning rate."""
     batch_size: int = 2048
     """Token activations per training step."""
-    n_tokens: int = 1_000_000
+    n_tokens: int = 650_000
     """Training samples in total; the activation tensor is re-shuffled and reused when
     it holds fewer."""
     lr_scheduler: Literal["constant", "cosineannealing"] = "constant"
@@ -189,19 +195,25 @@ def _check_acts(acts: Tensor) -> Tensor:
     return acts.detach().float().cpu()
 
 
-def train_topk_sae(
+def train_sae(
     acts: Float[Tensor, "n d_model"],
     cfg: SAETrainConfig,
     *,
     hook_name: str,
     model_name: str,
-) -> TopKSAE:
-    """Train a TopK SAE on ``acts`` and return it as an inference ``sae_lens.TopKSAE``.
+) -> SAE:
+    """Train an SAE on ``acts``; return sae_lens's inference ``TopKSAE`` or ``JumpReLUSAE``.
 
     ``hook_name`` (e.g. ``"blocks.2.hook_resid_post"``) and ``model_name`` go into
     ``cfg.metadata``; ``SAESet.check`` reads the layer back from the hook name.
     """
-    from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+    from sae_lens import (
+        BatchTopKTrainingSAE,
+        BatchTopKTrainingSAEConfig,
+        SAETrainer,
+        TopKTrainingSAE,
+        TopKTrainingSAEConfig,
+    )
     from sae_lens.saes.sae import SAEMetadata
 
     acts = _check_acts(acts)
@@ -209,7 +221,11 @@ def train_topk_sae(
     # fork_rng: deterministic training without touching the caller's global RNG
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        sae_cfg = TopKTrainingSAEConfig(
+        config_cls, sae_cls = {
+            "topk": (TopKTrainingSAEConfig, TopKTrainingSAE),
+            "batchtopk": (BatchTopKTrainingSAEConfig, BatchTopKTrainingSAE),
+        }[cfg.architecture]
+        sae_cfg = config_cls(
             d_in=d_in,
             d_sae=cfg.expansion * d_in,
             k=cfg.k,
@@ -218,7 +234,7 @@ def train_topk_sae(
             normalize_activations=cfg.normalize_activations,
             metadata=SAEMetadata(hook_name=hook_name, model_name=model_name),
         )
-        sae = TopKTrainingSAE(sae_cfg)
+        sae = sae_cls(sae_cfg)
         trainer = SAETrainer(
             cfg=_trainer_config(cfg),
             sae=sae,
@@ -236,9 +252,14 @@ def train_topk_sae(
                 sae.b_dec.copy_(acts.mean(0) * scale)
         trained = trainer.fit()
         # inside fork_rng too: building the inference SAE draws a (discarded) random init
-        inference = _fold_to_inference(trained, acts[: min(4096, acts.shape[0])])
+        probe = acts[: min(4096, acts.shape[0])]
+        if cfg.architecture == "topk":
+            inference = _fold_to_inference(trained, probe)
+        else:
+            inference = _batchtopk_to_jumprelu(trained, probe)
     log.info(
-        "trained TopK SAE for %s (%d latents, k=%d) on %d samples",
+        "trained %s SAE for %s (%d latents, k=%d) on %d samples",
+        cfg.architecture,
         hook_name,
         inference.cfg.d_sae,
         cfg.k,
@@ -272,6 +293,35 @@ def _fold_to_inference(trained: TopKTrainingSAE, probe: Tensor) -> TopKSAE:
     # TopK slot, which changes that one token's code; allow a handful of such tokens.
     changed = (per_token > _FOLD_TOLERANCE).float().mean().item()
     assert changed <= _FOLD_MAX_CHANGED, f"folding changed {changed:.2%} of reconstructions"
+    return sae
+
+
+@torch.no_grad()
+def _batchtopk_to_jumprelu(trained: BatchTopKTrainingSAE, probe: Tensor) -> JumpReLUSAE:
+    """sae_lens's own conversion (what ``save_inference_model`` writes), in memory.
+
+    The decoder norms are folded into the encoder, so the rows are unit-norm and the
+    JumpReLU threshold (the learned top-k threshold) applies to the folded
+    pre-activations; the result is checked against the trained SAE's rescaled code.
+    """
+    from sae_lens import SAE
+
+    trained.eval()
+    norms = trained.W_dec.norm(dim=-1)
+    pre = (probe - trained.b_dec * trained.cfg.apply_b_dec_to_input) @ trained.W_enc
+    pre = (pre + trained.b_enc) * norms  # the rescaled pre-activations it thresholds
+    thr = trained.topk_threshold.float()
+    want = (torch.relu(pre) * (pre > thr)) @ (trained.W_dec / norms[:, None]) + trained.b_dec
+    state = {name: t.detach().clone() for name, t in trained.state_dict().items()}
+    trained.process_state_dict_for_saving_inference(state)
+    sae = SAE.from_dict(trained.cfg.get_inference_sae_cfg_dict())
+    sae.load_state_dict(state)
+    sae.eval()
+    got = sae.decode(sae.encode(probe))
+    scale = probe.norm(dim=-1).mean().clamp(min=1e-12)
+    per_token = (got - want).abs().amax(-1) / scale
+    changed = (per_token > _FOLD_TOLERANCE).float().mean().item()
+    assert changed <= _FOLD_MAX_CHANGED, f"conversion changed {changed:.2%} of reconstructions"
     return sae
 
 
@@ -333,7 +383,7 @@ def load_sae(folder: str | Path, device: str = "cpu") -> SAE:
     folder = Path(folder).expanduser()
     if not (folder / SAE_FILES[0]).exists():
         raise RefusalScopeError(
-            f"{folder} is not an SAE folder (no {SAE_FILES[0]}); train one with train_topk_sae "
+            f"{folder} is not an SAE folder (no {SAE_FILES[0]}); train one with train_sae "
             "and save_sae"
         )
     return SAE.load_from_disk(str(folder), device=device)
