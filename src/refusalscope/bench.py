@@ -47,9 +47,22 @@ def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(_times(fn, repeats))
 
 
-def _min_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    """Best of ``repeats``: the least-disturbed run, for small overhead ratios."""
-    return min(_times(fn, repeats))
+def _interleaved_min_seconds(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Best of ``repeats`` per variant, the variants run in turn within each repeat.
+
+    For small overhead ratios: the minimum is the least-disturbed run, and taking turns
+    exposes every variant to the same drift of the machine (timing one variant's repeats
+    after another's once showed a 1.5x "overhead" that vanished when interleaved).
+    """
+    for fn in fns.values():
+        fn()  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - start)
+    return {k: min(v) for k, v in times.items()}
 
 
 def _times(fn: Callable[[], Any], repeats: int) -> list[float]:
@@ -245,13 +258,15 @@ def bench_clamp_generate(quick: bool) -> dict[str, Any]:
             k: _n_tokens(model.generate(prompts, ivs, max_new_tokens=new_tokens, desc=None))
             for k, ivs in variants.items()
         }
-        secs = {
-            k: _min_seconds(
-                lambda ivs=ivs: model.generate(prompts, ivs, max_new_tokens=new_tokens, desc=None),
-                repeats,
-            )
-            for k, ivs in variants.items()
-        }
+        secs = _interleaved_min_seconds(
+            {
+                k: lambda ivs=ivs: model.generate(
+                    prompts, ivs, max_new_tokens=new_tokens, desc=None
+                )
+                for k, ivs in variants.items()
+            },
+            repeats,
+        )
         rows[name] = {
             "d_sae": width,
             "generated_tokens": tokens,
