@@ -102,7 +102,8 @@ def tiny_organism_config():
             batch_size=48,
             warmup_steps=20,
         ),
-        sae=SAETrainConfig(expansion=4, k=8, n_tokens=60_000, batch_size=1024),
+        # BatchTopK's JumpReLU threshold is a running average: ~400 steps let it settle
+        sae=SAETrainConfig(expansion=4, k=8, n_tokens=400_000, batch_size=1024),
         sae_max_tokens=30_000,
         eval_max_new_tokens=24,
         direction=DirectionConfig(n_sweep=8, max_new_tokens=24),

@@ -52,7 +52,9 @@ class SAETrainConfig:
     """'topk': exactly ``k`` latents per token, saved as sae_lens's ``TopKSAE``.
     'batchtopk': ``k`` per token on average over a batch during training, saved (as
     sae_lens does) as a ``JumpReLUSAE`` whose threshold is the learned top-k threshold —
-    a per-latent encoder, so a clamp encodes only the latents it needs."""
+    a per-latent encoder, so a clamp encodes only the latents it needs. That threshold is
+    a running average from 0 (sae_lens): it needs a few hundred steps to settle, and a
+    shorter run leaves L0 well above ``k``."""
     expansion: int = 8
     """Latents per residual dimension: ``d_sae = expansion * d_model``."""
     k: int = 20
