@@ -80,7 +80,8 @@ def test_batchtopk_is_saved_as_a_jumprelu_sae(data, tmp_path):
     q = evaluate_sae(sae, data[1])
     # the JumpReLU threshold is sae_lens's running estimate: L0 is near k, not exactly k
     assert q.fve > 0.75 and 4.0 <= q.l0 <= 16.0 and q.alive_fraction > 0.9, q
-    assert float(sae.threshold.min()) > 0 and sae.threshold.unique().numel() == 1
+    threshold = sae.threshold.detach()
+    assert float(threshold.min()) > 0 and threshold.unique().numel() == 1
     norms = sae.W_dec.norm(dim=-1)
     torch.testing.assert_close(norms, torch.ones_like(norms), rtol=0, atol=1e-5)
     f = torch.relu(torch.randn(100, 4 * D))
