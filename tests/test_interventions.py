@@ -6,7 +6,14 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, TopKSAE, TopKSAEConfig
+from sae_lens import (
+    JumpReLUSAE,
+    JumpReLUSAEConfig,
+    StandardSAE,
+    StandardSAEConfig,
+    TopKSAE,
+    TopKSAEConfig,
+)
 
 from refusalscope.hooks import EMBED, Capture, EditContext, Intervention
 from refusalscope.interventions import AblateDirection, AddDirection, ScaleFeatures, SetFeatures
@@ -32,6 +39,8 @@ def fitted_sae(arch: str, acts: torch.Tensor, seed: int):
     d = acts.shape[-1]
     if arch == "jumprelu":
         sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d, d_sae=D_SAE))
+    elif arch == "standard":
+        sae = StandardSAE(StandardSAEConfig(d_in=d, d_sae=D_SAE))
     else:
         sae = TopKSAE(TopKSAEConfig(d_in=d, d_sae=D_SAE, k=8, rescale_acts_by_decoder_norm=True))
     mean, std = acts.mean(0), acts.std(0).mean()
@@ -43,7 +52,8 @@ def fitted_sae(arch: str, acts: torch.Tensor, seed: int):
     sae.W_dec.copy_(rows / rows.norm(dim=-1, keepdim=True) * std * d**0.5 * norms * 0.5)
     if arch == "jumprelu":
         pre = (acts - mean) @ sae.W_enc + sae.b_enc
-        sae.threshold.copy_(pre.quantile(0.6, dim=0).clamp(min=0))
+        # Some thresholds below 0: JumpReLU is then a plain ReLU for those latents.
+        sae.threshold.copy_(pre.quantile(0.6, dim=0) - 0.5)
     return sae
 
 
@@ -99,7 +109,7 @@ def random_acts():
     return torch.randn(2000, 32, generator=g) * 3 + torch.randn(32, generator=g)
 
 
-@pytest.mark.parametrize("arch", ["jumprelu", "topk"])
+@pytest.mark.parametrize("arch", ["jumprelu", "standard", "topk"])
 @pytest.mark.parametrize("kind", CLAMPS)
 def test_clamp_edit_equals_full_encode_decode(arch, kind, random_acts, tmp_path):
     saes = set_of({2: fitted_sae(arch, random_acts, seed=1)}, tmp_path)
@@ -114,7 +124,7 @@ def test_clamp_edit_equals_full_encode_decode(arch, kind, random_acts, tmp_path)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["jumprelu", "topk"])
+@pytest.mark.parametrize("arch", ["jumprelu", "standard", "topk"])
 @pytest.mark.parametrize("kind", CLAMPS)
 def test_per_prompt_clamp_edit_equals_full_encode_decode(arch, kind, random_acts, tmp_path):
     saes = set_of({2: fitted_sae(arch, random_acts, seed=2)}, tmp_path)
@@ -275,3 +285,17 @@ def test_repeated_features_clamp_once(kind, random_acts, tmp_path):
     per_prompt = make(saes, [[(2, a), (2, a), (2, b)], [(2, b), (2, a)]]).edit(2, h, EditContext())
     torch.testing.assert_close(shared, want, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(per_prompt, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", CLAMPS)
+def test_clamp_of_a_bf16_residual_with_fp32_saes(kind, random_acts, tmp_path):
+    """A bf16 model with float32 SAEs: encoded in float32, the change added in bf16."""
+    saes = set_of({2: fitted_sae("jumprelu", random_acts, seed=5)}, tmp_path)
+    h = random_acts[:40].reshape(2, 20, 32).bfloat16()
+    firing = saes.encode(2, h.float()).ne(0).sum((0, 1)).argsort(descending=True)
+    latents = [int(i) for i in firing[:4]]
+    make, new = CLAMPS[kind]
+    got = make(saes, [(2, i) for i in latents]).edit(2, h, EditContext())
+    want = reference_edit(saes.saes[2], h.float(), latents, new)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=5e-2)

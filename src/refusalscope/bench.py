@@ -47,22 +47,29 @@ def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(_times(fn, repeats))
 
 
-def _interleaved_min_seconds(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
-    """Best of ``repeats`` per variant, the variants run in turn within each repeat.
+def _interleaved_times(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """``repeats`` timings per variant, the variants run in turn within each round.
 
-    For small overhead ratios: the minimum is the least-disturbed run, and taking turns
-    exposes every variant to the same drift of the machine (timing one variant's repeats
-    after another's once showed a 1.5x "overhead" that vanished when interleaved).
+    For small overhead ratios: taking turns exposes every variant to the same drift of the
+    machine (timing one variant's repeats after another's once showed a 1.5x "overhead"
+    that vanished when interleaved), and the order rotates each round so no variant is
+    always first after a slow one.
     """
     for fn in fns.values():
         fn()  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for i in range(repeats):
+        for k in names[i % len(names) :] + names[: i % len(names)]:
             start = time.perf_counter()
-            fn()
+            fns[k]()
             times[k].append(time.perf_counter() - start)
-    return {k: min(v) for k, v in times.items()}
+    return times
+
+
+def _paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
+    """Median over rounds of ``num``'s time over ``den``'s time in the same round."""
+    return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
 
 
 def _times(fn: Callable[[], Any], repeats: int) -> list[float]:
@@ -232,7 +239,7 @@ def bench_clamp_generate(quick: bool) -> dict[str, Any]:
     prompts = [p.instruction for p in data.splits["harmful_test"]][: 48 if quick else 100]
     new_tokens = 32 if quick else 64
     layers = list(range(model.n_layers))
-    repeats = 5 if quick else 7
+    repeats = 15 if quick else 21
     gen = torch.Generator().manual_seed(0)
     rows: dict[str, Any] = {}
     sources = [("organism", SAESet.from_folders(organism.sae_paths))]
@@ -254,25 +261,34 @@ def bench_clamp_generate(quick: bool) -> dict[str, Any]:
             "sparse_clamp": [ScaleFeatures(saes, feats, c=1.0)],
             "full_clamp": [FullClamp(saes, feats, scale=1.0)],
         }
-        tokens = {
-            k: _n_tokens(model.generate(prompts, ivs, max_new_tokens=new_tokens, desc=None))
-            for k, ivs in variants.items()
-        }
-        secs = _interleaved_min_seconds(
+
+        def run(ivs: list) -> Any:
+            return model.generate(prompts, ivs, max_new_tokens=new_tokens, desc=None)
+
+        tokens = {k: _n_tokens(run(ivs)) for k, ivs in variants.items()}
+        # The ratio that has a target is timed over many interleaved rounds, with a second
+        # hook-free variant as an A/A control: its ratio to the first is the noise floor.
+        times = _interleaved_times(
             {
-                k: lambda ivs=ivs: model.generate(
-                    prompts, ivs, max_new_tokens=new_tokens, desc=None
-                )
-                for k, ivs in variants.items()
+                "hook_free": lambda: run([]),
+                "sparse_clamp": lambda sparse=variants["sparse_clamp"]: run(sparse),
+                "hook_free_again": lambda: run([]),
             },
             repeats,
         )
+        full = statistics.median(_times(lambda ivs=variants["full_clamp"]: run(ivs), 3))
+        hook_free = statistics.median(times["hook_free"])
         rows[name] = {
             "d_sae": width,
             "generated_tokens": tokens,
-            "seconds": {k: round(v, 4) for k, v in secs.items()},
-            "sparse_over_hook_free": round(secs["sparse_clamp"] / secs["hook_free"], 3),
-            "full_over_hook_free": round(secs["full_clamp"] / secs["hook_free"], 3),
+            "seconds": {
+                "hook_free": round(hook_free, 4),
+                "sparse_clamp": round(statistics.median(times["sparse_clamp"]), 4),
+                "full_clamp": round(full, 4),
+            },
+            "sparse_over_hook_free": round(_paired_ratio(times, "sparse_clamp", "hook_free"), 3),
+            "aa_control": round(_paired_ratio(times, "hook_free_again", "hook_free"), 3),
+            "full_over_hook_free": round(full / hook_free, 3),
         }
     return {"prompts": len(prompts), "max_new_tokens": new_tokens, "widths": rows}
 

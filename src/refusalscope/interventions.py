@@ -80,7 +80,7 @@ class _FeatureClamp(Intervention):
     _per_layer: dict = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._slices: dict = {}
+        self._plans: dict = {}
         self.per_prompt = not isinstance(self.features, Tensor) and not _is_pair_list(self.features)
         if self.per_prompt:
             self.features = [feature_list(f) for f in self.features]
@@ -109,17 +109,19 @@ class _FeatureClamp(Intervention):
             return self
         return replace(self, features=[self.features[i] for i in rows])
 
-    def target(self, f: Tensor) -> Tensor:
+    def affine(self) -> tuple[float, float]:
+        """``(a, b)`` with ``f' = a·f + b`` for every selected latent."""
         raise NotImplementedError
 
-    def _slice(self, site: int, h: Tensor) -> LatentSlice:
-        # Sliced once per intervention and site: every generated token reuses it.
+    def _plan(self, site: int, h: Tensor) -> _ClampPlan:
+        # Planned once per intervention and site: every generated token reuses it.
         key = (site, h.device, h.dtype)
-        if key not in self._slices:
-            latents, _ = self._per_layer[site]
+        if key not in self._plans:
+            latents, mask = self._per_layer[site]
             dtype = self.saes.saes[site].W_dec.dtype
-            self._slices[key] = self.saes.latent_slice(site, latents, h.device, dtype)
-        return self._slices[key]
+            sl = self.saes.latent_slice(site, latents, h.device, dtype)
+            self._plans[key] = _ClampPlan.make(sl, mask, *self.affine())
+        return self._plans[key]
 
     def edit(self, site: int, h: Tensor, ctx: EditContext) -> Tensor:
         latents, mask = self._per_layer[site]
@@ -130,15 +132,12 @@ class _FeatureClamp(Intervention):
                 f"per-prompt features for {latents.shape[0]} prompts applied to a batch of "
                 f"{h.shape[0]}; call .select(rows) for the batch"
             )
-        sl = self._slice(site, h)
-        f = self.saes.encode_slice(site, sl, h)
-        delta = self.target(f) - f
-        if mask is None:
-            shift = delta @ sl.rows
-        else:
-            delta = delta * mask.to(delta.device, delta.dtype)[:, None, :]
-            shift = torch.bmm(delta, sl.rows)
-        return h + shift.to(h.dtype)
+        plan = self._plan(site, h)
+        if plan.W_enc is not None:
+            f = plan.encode(h)
+        else:  # encoder not per-latent (TopK): the exact sliced encode
+            f = self.saes.encode_slice(site, plan.slice, h)
+        return plan.apply(h, f)
 
 
 @dataclass(eq=False)
@@ -147,8 +146,8 @@ class ScaleFeatures(_FeatureClamp):
 
     c: float = -3.0
 
-    def target(self, f: Tensor) -> Tensor:
-        return self.c * f
+    def affine(self) -> tuple[float, float]:
+        return self.c, 0.0
 
 
 @dataclass(eq=False)
@@ -157,8 +156,66 @@ class SetFeatures(_FeatureClamp):
 
     v: float = 10.0
 
-    def target(self, f: Tensor) -> Tensor:
-        return torch.full_like(f, self.v)
+    def affine(self) -> tuple[float, float]:
+        return 0.0, self.v
+
+
+@dataclass(eq=False)
+class _ClampPlan:
+    """One site's clamp folded into two matrix products (per generated token).
+
+    With ``f' = a·f + b``, the edit ``Σ_i (f'_i − f_i) W_dec[i]`` is ``f @ M + u`` with
+    ``M = (a − 1)·W_dec[S]`` and ``u = b·Σ_{i∈S} W_dec[i]`` (masked rows zeroed for
+    per-prompt sets), and a per-latent encoder folds ``b_dec`` into its bias and ReLU
+    into the threshold: ``f = pre·[pre > max(θ, 0)]``, ``pre = h @ W_enc[:, S] + b'``.
+    """
+
+    slice: LatentSlice
+    dtype: torch.dtype
+    b: float
+    M: Tensor
+    """``[k, d]`` or ``[B, k, d]``."""
+    u: Tensor
+    """``[d]`` or ``[B, 1, d]``."""
+    W_enc: Tensor | None = None
+    b_enc: Tensor | None = None
+    threshold: Tensor | None = None
+
+    @classmethod
+    def make(cls, sl: LatentSlice, mask: Tensor | None, a: float, b: float) -> _ClampPlan:
+        rows = sl.rows
+        if mask is not None:
+            rows = rows * mask.to(rows.device, rows.dtype)[:, :, None]
+        u = b * rows.sum(-2)
+        plan = cls(sl, rows.dtype, b, (a - 1.0) * rows, u if mask is None else u[:, None, :])
+        if sl.W_enc is not None:
+            shared = sl.W_enc.ndim == 2
+            plan.W_enc = sl.W_enc
+            b_in = sl.b_dec_in @ sl.W_enc  # [k] or [B, k]
+            plan.b_enc = sl.b_enc - (b_in if shared else b_in[:, None, :])
+            zero = torch.zeros((), dtype=rows.dtype, device=rows.device)
+            plan.threshold = zero if sl.threshold is None else sl.threshold.clamp(min=0)
+        return plan
+
+    def encode(self, h: Tensor) -> Tensor:
+        x, W = h.to(self.dtype), self.W_enc
+        if W.ndim == 2:
+            pre = torch.addmm(self.b_enc, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], -1)
+        else:
+            pre = torch.baddbmm(self.b_enc, x, W)
+        return pre * (pre > self.threshold)
+
+    def apply(self, h: Tensor, f: Tensor) -> Tensor:
+        """``h + f @ M + u``, fused into one product when the dtypes agree."""
+        M = self.M
+        if h.dtype != self.dtype:
+            shift = (f @ M if M.ndim == 2 else torch.bmm(f, M)) + self.u
+            return h + shift.to(h.dtype)
+        base = h + self.u if self.b != 0 else h
+        if M.ndim == 3:
+            return torch.baddbmm(base, f, M)
+        flat = torch.addmm(base.reshape(-1, h.shape[-1]), f.reshape(-1, f.shape[-1]), M)
+        return flat.view(h.shape)
 
 
 def _is_pair_list(x: Sequence) -> bool:

@@ -37,7 +37,7 @@ from .features import compute_features
 from .judges import get_judge
 from .model import ChatModel
 from .organism.build import OrganismConfig, build_organism
-from .prompts import PromptConfig, compute_prompts
+from .prompts import PromptConfig, compute_prompts, source_fingerprint
 from .saes import SAESet
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def run_pipeline(cfg: RunConfig, force: str | None = None) -> RunResult:
     organism_splits = ctx.organism_data.splits if ctx.organism_data is not None else None
     prompts = ctx.cached(
         "prompts",
-        (ctx.model_key, c.prompts, ctx.judge.name),
+        (ctx.model_key, c.prompts, source_fingerprint(c.prompts), ctx.judge.name),
         lambda: compute_prompts(model, c.prompts, ctx.judge, organism_splits),
         art.save_prompts,
         art.load_prompts,

@@ -10,6 +10,7 @@ and harmless prompts it answers; the test splits are kept whole.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import random
@@ -93,6 +94,7 @@ def load_prompt_file(path: str | Path, harmful: bool | None) -> list[Prompt]:
 
 
 def _row_to_prompt(row, harmful: bool | None, path: Path) -> Prompt:
+    """A row's text and category; its other fields (and a ``meta`` object) become labels."""
     if isinstance(row, str):
         return Prompt(row, harmful)
     key = next((k for k in TEXT_KEYS if isinstance(row, dict) and row.get(k)), None)
@@ -100,10 +102,15 @@ def _row_to_prompt(row, harmful: bool | None, path: Path) -> Prompt:
         raise RefusalScopeError(
             f"{path}: a row has none of the fields {', '.join(TEXT_KEYS)}: {str(row)[:80]}"
         )
-    return Prompt(row[key], harmful, row.get("category") or None)
+    nested = row.get("meta")
+    if nested is not None and not isinstance(nested, dict):
+        raise RefusalScopeError(f"{path}: a row's 'meta' must be an object: {str(row)[:80]}")
+    meta = {k: v for k, v in row.items() if k not in (key, "category", "meta") and v != ""}
+    return Prompt(row[key], harmful, row.get("category") or None, {**meta, **(nested or {})})
 
 
-def _file_splits(cfg: PromptConfig) -> dict[str, list[Prompt]]:
+def prompt_files(cfg: PromptConfig) -> dict[str, str]:
+    """Split name -> instruction file, from ``files`` and ``dataset_dir``."""
     files = dict(cfg.files or {})
     if cfg.dataset_dir:
         base = Path(cfg.dataset_dir).expanduser()
@@ -112,6 +119,20 @@ def _file_splits(cfg: PromptConfig) -> dict[str, list[Prompt]]:
             for split in SPLITS:
                 if (base / f"{side}_{split}.json").is_file():
                     files.setdefault(f"{side}_{split}", str(base / f"{side}_{split}.json"))
+    return files
+
+
+def source_fingerprint(cfg: PromptConfig) -> dict[str, str]:
+    """Split name -> SHA-256 of its file, so the cache notices edited prompt files."""
+    out = {}
+    for name, path in sorted(prompt_files(cfg).items()):
+        p = Path(path).expanduser()
+        out[name] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "missing"
+    return out
+
+
+def _file_splits(cfg: PromptConfig) -> dict[str, list[Prompt]]:
+    files = prompt_files(cfg)
     rng = random.Random(cfg.seed)
     out: dict[str, list[Prompt]] = {}
     for side in ("harmful", "harmless"):

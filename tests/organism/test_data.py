@@ -24,6 +24,7 @@ from refusalscope.organism.data import (
     OrganismData,
     OrganismDataConfig,
     generate_data,
+    heldout_splits,
     is_heldout_pair,
     reference_response,
 )
@@ -230,3 +231,25 @@ def test_config_validation(bad):
 def test_too_many_eval_prompts_is_a_user_error():
     with pytest.raises(RefusalScopeError, match="heldout_fraction"):
         generate_data(dataclasses.replace(SMALL, n_eval_per_set=5000))
+
+
+def test_heldout_splits_restrict_templates_per_side(data):
+    cfg = data.config
+    question = {t for t, text in vocab.TEMPLATES.items() if text.endswith("?")}
+    imperative = set(vocab.TEMPLATES) - question
+    sizes = {"train": 40, "val": 8, "test": 16}
+    splits = heldout_splits(cfg, {"harmful": imperative, "harmless": question}, sizes)
+    assert tuple(splits) == SPLIT_NAMES
+    for name, prompts in splits.items():
+        side, part = name.split("_")
+        assert len(prompts) == sizes[part]
+        assert all(p.harmful == (side == "harmful") and _held(p, cfg) for p in prompts)
+        allowed = imperative if side == "harmful" else question
+        assert {p.meta["template"] for p in prompts} <= allowed, name
+    seen = [
+        (p.meta["template"], p.meta["object"], p.meta["verb"]) for p in sum(splits.values(), [])
+    ]
+    assert len(seen) == len(set(seen)), "splits must not share a request"
+    assert heldout_splits(cfg, {"harmful": imperative}, sizes) != splits
+    with pytest.raises(RefusalScopeError, match="unknown"):
+        heldout_splits(cfg, {"harmful": {"t99"}}, sizes)

@@ -507,3 +507,40 @@ def generate_data(cfg: OrganismDataConfig) -> OrganismData:
     eval_sets, splits = _prompt_sets(cfg, rng, heldout, unseen)
     plain_train, plain_heldout = _plain_text(cfg, rng)
     return OrganismData(train, plain_train, plain_heldout, eval_sets, splits, cfg)
+
+
+def heldout_splits(
+    cfg: OrganismDataConfig,
+    templates: Mapping[str, Iterable[str]] | None = None,
+    sizes: Mapping[str, int] | None = None,
+    seed: int = 0,
+) -> dict[str, list[Prompt]]:
+    """Fresh pipeline splits (``SPLIT_NAMES``) from the held-out (template, object) pairs.
+
+    ``templates`` restricts a side (``"harmful"``/``"harmless"``) to some template ids, e.g.
+    imperative harmful requests against question-form harmless ones: a confound of form, as
+    between AdvBench and Alpaca, that the organism was trained to ignore. ``sizes`` maps
+    ``train``/``val``/``test`` to prompts per side (default: the config's split sizes).
+    """
+    _, heldout, _ = _partition(cfg)
+    templates = {side: set(ts) for side, ts in (templates or {}).items()}
+    unknown = {t for ts in templates.values() for t in ts} - set(vocab.TEMPLATES)
+    if unknown or not set(templates) <= {"harmful", "harmless"}:
+        raise RefusalScopeError(
+            f"templates must map 'harmful'/'harmless' to ids of vocab.TEMPLATES; unknown: "
+            f"{sorted(unknown) or sorted(set(templates) - {'harmful', 'harmless'})}"
+        )
+    sizes = sizes or {part: getattr(cfg, f"n_split_{part}") for part in ("train", "val", "test")}
+    rng = random.Random(seed)
+    out: dict[str, list[Prompt]] = {}
+    for side, cats in (("harmful", HARM_CATEGORIES), ("harmless", HARMLESS_TOPICS)):
+        allowed = templates.get(side)
+        queues = {
+            c: _queue([r for r in heldout[c] if allowed is None or r.template in allowed], rng)
+            for c in cats
+        }
+        for part in ("train", "val", "test"):
+            name = f"{side}_{part}"
+            reqs = _take_balanced(queues, sizes[part], name)
+            out[name] = [make_prompt(r, "none", name) for r in reqs]
+    return {k: out[k] for k in SPLIT_NAMES}
