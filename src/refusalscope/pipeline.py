@@ -149,7 +149,11 @@ def load_context(cfg: RunConfig, force: str | None = None) -> Context:
     if cfg.model.path is None:
         organism = build_organism(cfg.organism)
         model = ChatModel.load(str(organism.model_path), device=cfg.model.device, dtype="float32")
-        saes = SAESet.from_folders(organism.sae_paths) if _no_saes(cfg) else _load_saes(cfg)
+        device = str(model.device)
+        if _no_saes(cfg):
+            saes = SAESet.from_folders(organism.sae_paths, device=device)
+        else:
+            saes = _load_saes(cfg, device=device)
         organism_data = organism.data()
         model_key = f"organism:{organism.folder.name}"
     else:
