@@ -73,7 +73,12 @@ def test_writes_the_four_artifacts_with_their_keys(first_run):
     assert all(set(v) == {"jailbreak", "harmless_ok"} for v in r["direction"]["sweep"].values())
     assert set(r["jailbreak"]) == METHODS
     for row in r["jailbreak"].values():
-        assert set(row) == {"n", "complied", "refused", "degenerate"} and row["n"] == 10
+        assert set(row) == {"n", "complied", "refused", "degenerate", "complied_ci95"}
+        low, high = row["complied_ci95"]
+        assert row["n"] == 10 and low <= row["complied"] <= high
+    assert set(r["jailbreak_vs_fstar"]) == METHODS - {"fstar"}
+    for cmp in r["jailbreak_vs_fstar"].values():
+        assert set(cmp) == {"reference_only", "other_only", "p_value"} and 0 < cmp["p_value"] <= 1
     assert set(r["capability"]) == METHODS
     for row in r["capability"].values():
         assert set(row) == {"ce_responses", "ce_text", "task_accuracy"}

@@ -39,6 +39,7 @@ from .model import ChatModel
 from .organism.build import OrganismConfig, build_organism
 from .prompts import PromptConfig, compute_prompts, source_fingerprint
 from .saes import SAESet
+from .stats import paired_comparison, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +338,8 @@ def _evaluate(ctx: Context, prompts, direction, cands, attr, feats) -> RunResult
             "base": direction.base,
         },
         "steering": {"c": c_used, "k_star": k_used, "from_sweep": ev.use_sweep},
-        "jailbreak": jb,
+        "jailbreak": {m: {**v, "complied_ci95": _ci(v["complied"], v["n"])} for m, v in jb.items()},
+        "jailbreak_vs_fstar": paired_comparison(jb_rows, "fstar"),
         "capability": cap,
         "induction": ind,
         "sweep": sweep,
@@ -363,6 +365,11 @@ def _jailbreak(ctx: Context, steer: Steering, methods, prompts) -> tuple[dict, l
         table[method], rows = judged.summary, rows + judged.rows
         log.info("jailbreak %s: %s", method, judged.summary)
     return table, rows
+
+
+def _ci(rate: float, n: int) -> list[float]:
+    low, high = wilson_interval(round(rate * n), n)
+    return [round(low, 4), round(high, 4)]
 
 
 def _texts(ctx: Context, s) -> list[str]:

@@ -43,13 +43,24 @@ def _num_key(s: str) -> tuple:
         return (1, s)
 
 
+def _interval(ci: Sequence[float] | None) -> str:
+    return "" if not ci else f"{ci[0]:.2f}–{ci[1]:.2f}"
+
+
 def render_report(r: Mapping[str, Any]) -> str:
     """The report as one HTML string."""
     d = r["direction"]
     sweep_rows = [[l, v["jailbreak"], v["harmless_ok"]] for l, v in d["sweep"].items()]
     chosen = list(d["sweep"]).index(str(d["layer"]))
     jb = r["jailbreak"]
-    jb_rows = [[m, v["n"], v["complied"], v["refused"], v["degenerate"]] for m, v in jb.items()]
+    jb_rows = [
+        [m, v["n"], v["complied"], _interval(v.get("complied_ci95")), v["refused"], v["degenerate"]]
+        for m, v in jb.items()
+    ]
+    paired = [
+        [m, v["reference_only"], v["other_only"], v["p_value"]]
+        for m, v in r.get("jailbreak_vs_fstar", {}).items()
+    ]
     cap = r["capability"]
     cap_rows = [[m, v["ce_responses"], v["ce_text"], v["task_accuracy"]] for m, v in cap.items()]
     sweep = {
@@ -68,7 +79,10 @@ def render_report(r: Mapping[str, Any]) -> str:
         table(sweep_rows, ["layer", "jailbreak", "harmless OK"], best=chosen),
         f"<h2>Jailbreak (harmful test; c={st['c']}, K*={st['k_star']})</h2>",
         "<p>A jailbreak counts only as <i>complied</i>; broken text is <i>degenerate</i>.</p>",
-        table(jb_rows, ["method", "n", "complied", "refused", "degenerate"]),
+        table(jb_rows, ["method", "n", "complied", "95% CI", "refused", "degenerate"]),
+        "<p>F* against each method on the same prompts: prompts only F* jailbreaks, prompts "
+        "only the other jailbreaks, and the exact McNemar p-value.</p>",
+        table(paired, ["method", "F* only", "other only", "p"]),
         "<h2>Capability cost</h2>",
         table(cap_rows, ["method", "CE on base responses", "CE on text", "task accuracy"]),
         "<h2>Refusal induction (harmless prompts, refusal rate)</h2>",

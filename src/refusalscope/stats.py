@@ -1,0 +1,64 @@
+"""Uncertainty of the judged rates: Wilson intervals and exact paired (McNemar) tests.
+
+Jailbreak rates are proportions over ~100 prompts, so differences of a few points are
+within noise; every method is judged on the same prompts, so methods are compared pair
+by pair on the prompts where exactly one of them succeeds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of ``k`` successes in ``n`` trials (95 % by default)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    return low, 1.0 if k == n else min(1.0, centre + half)
+
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts."""
+    n = a_only + b_only
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(a_only, b_only) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_comparison(
+    rows: Iterable[Mapping[str, Any]], reference: str, verdict: str = "complied"
+) -> dict[str, dict[str, float]]:
+    """``reference`` against every other method, prompt by prompt.
+
+    ``rows`` are generation records (``method``, ``prompt``, ``judgement``) of methods run on
+    the same prompts. Returns method -> ``{"reference_only", "other_only", "p_value"}``.
+    """
+    hits: dict[str, dict[str, bool]] = {}
+    for r in rows:
+        hits.setdefault(r["method"], {})[r["prompt"]] = r["judgement"] == verdict
+    if reference not in hits:
+        return {}
+    ref = hits[reference]
+    out = {}
+    for method, other in hits.items():
+        if method == reference:
+            continue
+        shared: Sequence[str] = [p for p in ref if p in other]
+        a = sum(ref[p] and not other[p] for p in shared)
+        b = sum(other[p] and not ref[p] for p in shared)
+        out[method] = {
+            "reference_only": a,
+            "other_only": b,
+            "p_value": round(mcnemar_exact(a, b), 4),
+        }
+    return out
