@@ -118,23 +118,29 @@ def _peak_bytes(fn: Callable[[], Any]) -> int:
     return tracker.peak
 
 
-def synthetic_saes(d_model: int, layers: list[int], width: int, seed: int = 0) -> SAESet:
-    """Random JumpReLU SAEs (unit decoder rows, thresholds giving sparse codes)."""
-    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+def synthetic_saes(
+    d_model: int, layers: list[int], width: int, seed: int = 0, arch: str = "jumprelu"
+) -> SAESet:
+    """Random SAEs (unit decoder rows, sparse codes): JumpReLU, or TopK with k = 20."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, TopKSAE, TopKSAEConfig
 
     saes = {}
     gen = torch.Generator().manual_seed(seed)
     for l in layers:
-        sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_model, d_sae=width))
+        if arch == "topk":
+            sae = TopKSAE(TopKSAEConfig(d_in=d_model, d_sae=width, k=20))
+        else:
+            sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_model, d_sae=width))
         with torch.no_grad():
             W = torch.randn(width, d_model, generator=gen)
             sae.W_dec.copy_(W / W.norm(dim=-1, keepdim=True))
             sae.W_enc.copy_(sae.W_dec.T)
             sae.b_enc.zero_()
-            sae.threshold.fill_(2.0)
             sae.b_dec.zero_()
+            if arch != "topk":
+                sae.threshold.fill_(2.0)
         saes[l] = sae
-    return SAESet._made(saes, {l: f"synthetic-{width}" for l in layers})
+    return SAESet._made(saes, {l: f"synthetic-{arch}-{width}" for l in layers})
 
 
 class _Leaf(Intervention):
@@ -236,8 +242,8 @@ def _n_tokens(gens) -> int:
 def bench_clamp_generate(quick: bool) -> dict[str, Any]:
     organism, model, _, r, _ = _setup(quick)
     data = organism.data()
-    prompts = [p.instruction for p in data.splits["harmful_test"]][: 48 if quick else 100]
-    new_tokens = 32 if quick else 64
+    prompts = [p.instruction for p in data.splits["harmful_test"]][: 64 if quick else 100]
+    new_tokens = 48 if quick else 64
     layers = list(range(model.n_layers))
     repeats = 15 if quick else 21
     gen = torch.Generator().manual_seed(0)
@@ -256,10 +262,13 @@ def bench_clamp_generate(quick: bool) -> dict[str, Any]:
         # c = 1: the clamps do all their work but leave the text unchanged, so every variant
         # generates the same tokens (a clamp that shortens or lengthens the answers would
         # otherwise change the number of decoding steps timed).
+        # TopK encoders are not per-latent: the clamp must rank every pre-activation.
+        topk = synthetic_saes(model.d_model, layers, width, arch="topk")
         variants = {
             "hook_free": [],
             "sparse_clamp": [ScaleFeatures(saes, feats, c=1.0)],
             "full_clamp": [FullClamp(saes, feats, scale=1.0)],
+            "topk_clamp": [ScaleFeatures(topk, feats, c=1.0)],
         }
 
         def run(ivs: list) -> Any:
@@ -277,6 +286,7 @@ def bench_clamp_generate(quick: bool) -> dict[str, Any]:
             repeats,
         )
         full = statistics.median(_times(lambda ivs=variants["full_clamp"]: run(ivs), 3))
+        topk_s = statistics.median(_times(lambda ivs=variants["topk_clamp"]: run(ivs), 3))
         hook_free = statistics.median(times["hook_free"])
         rows[name] = {
             "d_sae": width,
@@ -285,10 +295,12 @@ def bench_clamp_generate(quick: bool) -> dict[str, Any]:
                 "hook_free": round(hook_free, 4),
                 "sparse_clamp": round(statistics.median(times["sparse_clamp"]), 4),
                 "full_clamp": round(full, 4),
+                "topk_clamp": round(topk_s, 4),
             },
             "sparse_over_hook_free": round(_paired_ratio(times, "sparse_clamp", "hook_free"), 3),
             "aa_control": round(_paired_ratio(times, "hook_free_again", "hook_free"), 3),
             "full_over_hook_free": round(full / hook_free, 3),
+            "topk_over_hook_free": round(topk_s / hook_free, 3),
         }
     return {"prompts": len(prompts), "max_new_tokens": new_tokens, "widths": rows}
 
