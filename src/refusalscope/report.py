@@ -58,7 +58,7 @@ def render_report(r: Mapping[str, Any]) -> str:
         for m, v in jb.items()
     ]
     paired = [
-        [m, v["reference_only"], v["other_only"], v["p_value"]]
+        [m, v["reference_only"], v["other_only"], f"{v['p_value']:.2g}"]
         for m, v in r.get("jailbreak_vs_fstar", {}).items()
     ]
     cap = r["capability"]

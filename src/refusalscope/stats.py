@@ -59,6 +59,6 @@ def paired_comparison(
         out[method] = {
             "reference_only": a,
             "other_only": b,
-            "p_value": round(mcnemar_exact(a, b), 4),
+            "p_value": float(f"{mcnemar_exact(a, b):.3g}"),
         }
     return out
