@@ -47,7 +47,9 @@ def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(_times(fn, repeats))
 
 
-def _interleaved_times(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+def _interleaved_times(
+    fns: dict[str, Callable[[], Any]], repeats: int, warm_up: bool = True
+) -> dict[str, list[float]]:
     """``repeats`` timings per variant, the variants run in turn within each round.
 
     For small overhead ratios: taking turns exposes every variant to the same drift of the
@@ -55,8 +57,9 @@ def _interleaved_times(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[
     that vanished when interleaved), and the order rotates each round so no variant is
     always first after a slow one.
     """
-    for fn in fns.values():
-        fn()  # warm-up
+    if warm_up:
+        for fn in fns.values():
+            fn()
     names = list(fns)
     times: dict[str, list[float]] = {k: [] for k in names}
     for i in range(repeats):
@@ -72,8 +75,9 @@ def _paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
     return statistics.median(a / b for a, b in zip(times[num], times[den], strict=True))
 
 
-def _times(fn: Callable[[], Any], repeats: int) -> list[float]:
-    fn()  # warm-up
+def _times(fn: Callable[[], Any], repeats: int, warm_up: bool = True) -> list[float]:
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -274,6 +278,7 @@ def bench_clamp_generate(quick: bool) -> dict[str, Any]:
         def run(ivs: list) -> Any:
             return model.generate(prompts, ivs, max_new_tokens=new_tokens, desc=None)
 
+        # Counting each variant's tokens is also its warm-up run.
         tokens = {k: _n_tokens(run(ivs)) for k, ivs in variants.items()}
         # The ratio that has a target is timed over many interleaved rounds, with a second
         # hook-free variant as an A/A control: its ratio to the first is the noise floor.
@@ -284,9 +289,10 @@ def bench_clamp_generate(quick: bool) -> dict[str, Any]:
                 "hook_free_again": lambda: run([]),
             },
             repeats,
+            warm_up=False,
         )
-        full = statistics.median(_times(lambda ivs=variants["full_clamp"]: run(ivs), 3))
-        topk_s = statistics.median(_times(lambda ivs=variants["topk_clamp"]: run(ivs), 3))
+        full = statistics.median(_times(lambda ivs=variants["full_clamp"]: run(ivs), 3, False))
+        topk_s = statistics.median(_times(lambda ivs=variants["topk_clamp"]: run(ivs), 3, False))
         hook_free = statistics.median(times["hook_free"])
         rows[name] = {
             "d_sae": width,

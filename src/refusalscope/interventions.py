@@ -133,11 +133,7 @@ class _FeatureClamp(Intervention):
                 f"{h.shape[0]}; call .select(rows) for the batch"
             )
         plan = self._plan(site, h)
-        if plan.W_enc is not None:
-            f = plan.encode(h)
-        else:  # encoder not per-latent (TopK): the exact sliced encode
-            f = self.saes.encode_slice(site, plan.slice, h)
-        return plan.apply(h, f)
+        return plan.apply(h, self.saes.encode_slice(site, plan.slice, h))
 
 
 @dataclass(eq=False)
@@ -162,24 +158,19 @@ class SetFeatures(_FeatureClamp):
 
 @dataclass(eq=False)
 class _ClampPlan:
-    """One site's clamp folded into two matrix products (per generated token).
+    """One site's clamp as one matrix product per generated token.
 
     With ``f' = a·f + b``, the edit ``Σ_i (f'_i − f_i) W_dec[i]`` is ``f @ M + u`` with
     ``M = (a − 1)·W_dec[S]`` and ``u = b·Σ_{i∈S} W_dec[i]`` (masked rows zeroed for
-    per-prompt sets), and a per-latent encoder folds ``b_dec`` into its bias and ReLU
-    into the threshold: ``f = pre·[pre > max(θ, 0)]``, ``pre = h @ W_enc[:, S] + b'``.
+    per-prompt sets); the latents ``f`` come from the slice's fused encode.
     """
 
     slice: LatentSlice
-    dtype: torch.dtype
     b: float
     M: Tensor
     """``[k, d]`` or ``[B, k, d]``."""
     u: Tensor
     """``[d]`` or ``[B, 1, d]``."""
-    W_enc: Tensor | None = None
-    b_enc: Tensor | None = None
-    threshold: Tensor | None = None
 
     @classmethod
     def make(cls, sl: LatentSlice, mask: Tensor | None, a: float, b: float) -> _ClampPlan:
@@ -187,28 +178,12 @@ class _ClampPlan:
         if mask is not None:
             rows = rows * mask.to(rows.device, rows.dtype)[:, :, None]
         u = b * rows.sum(-2)
-        plan = cls(sl, rows.dtype, b, (a - 1.0) * rows, u if mask is None else u[:, None, :])
-        if sl.W_enc is not None:
-            shared = sl.W_enc.ndim == 2
-            plan.W_enc = sl.W_enc
-            b_in = sl.b_dec_in @ sl.W_enc  # [k] or [B, k]
-            plan.b_enc = sl.b_enc - (b_in if shared else b_in[:, None, :])
-            zero = torch.zeros((), dtype=rows.dtype, device=rows.device)
-            plan.threshold = zero if sl.threshold is None else sl.threshold.clamp(min=0)
-        return plan
-
-    def encode(self, h: Tensor) -> Tensor:
-        x, W = h.to(self.dtype), self.W_enc
-        if W.ndim == 2:
-            pre = torch.addmm(self.b_enc, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], -1)
-        else:
-            pre = torch.baddbmm(self.b_enc, x, W)
-        return pre * (pre > self.threshold)
+        return cls(sl, b, (a - 1.0) * rows, u if mask is None else u[:, None, :])
 
     def apply(self, h: Tensor, f: Tensor) -> Tensor:
         """``h + f @ M + u``, fused into one product when the dtypes agree."""
         M = self.M
-        if h.dtype != self.dtype:
+        if h.dtype != M.dtype:
             shift = (f @ M if M.ndim == 2 else torch.bmm(f, M)) + self.u
             return h + shift.to(h.dtype)
         base = h + self.u if self.b != 0 else h

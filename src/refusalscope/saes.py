@@ -73,8 +73,10 @@ class LatentSlice:
     W_enc: Tensor | None = None
     """Encoder columns, ``[d, k]`` or ``[B, d, k]``."""
     b_enc: Tensor | None = None
+    """Encoder bias with ``b_dec_in`` folded in: ``b_enc − b_dec_in @ W_enc`` (``[k]`` or
+    ``[B, 1, k]``), so ``pre = h @ W_enc + b_enc`` is one fused product."""
     threshold: Tensor | None = None
-    """JumpReLU thresholds of the latents (None for ReLU)."""
+    """``max(θ, 0)`` (JumpReLU) or 0 (ReLU): the latent is ``pre·[pre > threshold]``."""
     topk: tuple[Tensor, Tensor, Tensor | None, int] | None = None
     """TopK: the full ``W_enc``, ``b_enc``, decoder norms (if rescaled) and ``k``; a
     latent is active when its pre-activation is among the ``k`` largest of the token."""
@@ -192,13 +194,16 @@ class SAESet:
         sl = LatentSlice(latents.to(device), rows, b_dec_in)
         arch = sae.cfg.architecture()
         if arch in ("standard", "jumprelu"):
+            shared = latents.ndim == 1
             W = sae.W_enc.detach()[:, latents]
-            sl.W_enc = (W if latents.ndim == 1 else W.permute(1, 0, 2)).to(device, dtype)
-            b = sae.b_enc.detach()[latents]
-            sl.b_enc = (b if latents.ndim == 1 else b[:, None, :]).to(device, dtype)
+            sl.W_enc = (W if shared else W.permute(1, 0, 2)).to(device, dtype)
+            b = sae.b_enc.detach()[latents].to(device, dtype) - b_dec_in @ sl.W_enc
+            sl.b_enc = b if shared else b[:, None, :]
+            # relu(pre)·[pre > θ] == pre·[pre > max(θ, 0)]: ReLU folded into the threshold.
+            sl.threshold = torch.zeros((), device=device, dtype=dtype)
             if arch == "jumprelu":
-                t = sae.threshold.detach()[latents]
-                sl.threshold = (t if latents.ndim == 1 else t[:, None, :]).to(device, dtype)
+                t = sae.threshold.detach()[latents].clamp(min=0).to(device, dtype)
+                sl.threshold = t if shared else t[:, None, :]
         elif arch == "topk":
             norms = None
             if getattr(sae.cfg, "rescale_acts_by_decoder_norm", False):
@@ -210,15 +215,22 @@ class SAESet:
     def encode_slice(
         self, layer: int, sl: LatentSlice, h: Float[Tensor, "batch seq d_model"]
     ) -> Float[Tensor, "batch seq k"]:
-        """The sliced latents' activations (equals ``encode(layer, h, sl.latents)``)."""
-        x = h.to(sl.b_dec_in.dtype) - sl.b_dec_in
+        """The sliced latents' activations (equals ``encode(layer, h, sl.latents)``).
+
+        Per-latent encoders cost one fused product and a mask: this runs on every
+        generated token of a clamped generation.
+        """
+        x = h.to(sl.b_dec_in.dtype)
         if sl.topk is not None:
-            return _topk_slice(x, sl)
+            return _topk_slice(x - sl.b_dec_in, sl)
         if sl.W_enc is None:
             return self.encode(layer, h, sl.latents)
-        pre = (x @ sl.W_enc if sl.W_enc.ndim == 2 else torch.bmm(x, sl.W_enc)) + sl.b_enc
-        acts = torch.relu(pre)
-        return acts if sl.threshold is None else acts * (pre > sl.threshold).to(acts.dtype)
+        W = sl.W_enc
+        if W.ndim == 2:
+            pre = torch.addmm(sl.b_enc, x.reshape(-1, x.shape[-1]), W).view(*x.shape[:-1], -1)
+        else:
+            pre = torch.baddbmm(sl.b_enc, x, W)
+        return pre * (pre > sl.threshold)
 
     def encode(
         self,
