@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from refusalscope.cache import (
     COMPLETE,
     atomic_folder,
+    code_fingerprint,
     is_complete,
     load_tensors,
     read_json,
@@ -74,3 +76,15 @@ def test_atomic_folder_is_complete_only_after_success(tmp_path):
     assert "torch" in read_json(final / COMPLETE)["versions"]
     assert torch.equal(load_tensors(final / "t.safetensors")["a"], torch.arange(3))
     assert not list(final.glob("*.pkl")) and json.loads((final / "r.json").read_text())["ok"]
+
+
+def test_code_fingerprint_covers_single_modules():
+    """A part naming one module counts that module (it once hashed nothing for files, so
+    organism caches ignored changes to model.py, saes.py, ...)."""
+    empty = hashlib.sha256().hexdigest()[:16]
+    saes, hooks = code_fingerprint(("saes.py",)), code_fingerprint(("hooks.py",))
+    assert empty not in (saes, hooks) and saes != hooks
+    assert code_fingerprint(("saes.py", "hooks.py")) not in (saes, hooks)
+    assert code_fingerprint(("organism", "saes.py")) != code_fingerprint(("organism",))
+    with pytest.raises(FileNotFoundError):
+        code_fingerprint(("no_such_module.py",))

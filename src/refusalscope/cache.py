@@ -71,12 +71,21 @@ def code_fingerprint(parts: tuple[str, ...] = ()) -> str:
     import hashlib
 
     root = Path(__file__).parent
-    paths = [p for part in parts for p in (root / part).rglob("*.py")] if parts else None
+    paths = [p for part in parts or (".",) for p in _python_files(root / part)]
     digest = hashlib.sha256()
-    for path in sorted(paths if paths is not None else root.rglob("*.py")):
+    for path in sorted(set(paths)):
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def _python_files(path: Path) -> list[Path]:
+    """``path`` itself if it is a file, else the ``.py`` files under it; missing: an error."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"code fingerprint: no module or package {path}")
+    return list(path.rglob("*.py"))
 
 
 def is_complete(folder: Path) -> bool:
