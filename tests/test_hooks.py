@@ -35,7 +35,7 @@ class Toy(nn.Module):
         self.tuple_out, self.kwarg_call = tuple_out, kwarg_call
         self.extras: list = []
 
-    def forward(self, input_ids, past_key_values=None):
+    def forward(self, input_ids, past_key_values=None, cache=None):
         h = self.emb(input_ids) * 2
         for layer in self.layers:
             out = layer(hidden_states=h) if self.kwarg_call else layer(h)
@@ -99,15 +99,21 @@ def test_interventions_run_in_list_order():
 
 
 @pytest.mark.parametrize("positions", ["prompt", "all"])
-def test_prompt_positions_only_act_on_prefill(positions: str):
+@pytest.mark.parametrize("cache_arg", ["past_key_values", "cache", "positional"])
+def test_prompt_positions_only_act_on_prefill(positions: str, cache_arg: str):
+    """The cache is recognised whatever it is passed as (transformers 4.x vs 5.x names)."""
     toy = Toy(tuple_out=False, kwarg_call=False)
     r = torch.randn(D)
     cap = Capture([1])
     ivs = [AblateDirection(r, positions=positions), cap]
+
+    def call(ids, cache):
+        return toy(ids, cache) if cache_arg == "positional" else toy(ids, **{cache_arg: cache})
+
     with torch.no_grad(), hooked(toy, toy.layers, ivs) as ctx:
-        toy(IDS, past_key_values=FakeCache(0))
+        call(IDS, FakeCache(0))
         assert ctx.prefill
-        toy(IDS[:, :1], past_key_values=FakeCache(4))
+        call(IDS[:, :1], FakeCache(4))
         assert not ctx.prefill
         toy(IDS)  # no cache at all: a plain forward is a prefill
         assert ctx.prefill

@@ -95,6 +95,20 @@ def check_direction(r: Tensor, d_model: int, what: str = "direction") -> None:
         )
 
 
+def is_prefill(args: tuple, kwargs: dict) -> bool:
+    """Whether a forward call processes the prompt (no tokens in its KV cache yet).
+
+    The cache is found by what it is (an object with ``get_seq_length``), not by its
+    keyword: transformers 4.x passes it as ``past_key_values``, 5.x as ``cache``, and
+    ``cache_position`` is gone in 5.x. A call with no cache is a plain forward: a prefill.
+    """
+    for value in (*args, *kwargs.values()):
+        seq_length = getattr(value, "get_seq_length", None)
+        if callable(seq_length):
+            return seq_length() == 0
+    return True
+
+
 def _split_output(out: Any) -> tuple[Tensor, Any]:
     """Decoder layers return a tensor (transformers >= 4.56) or a tuple (older)."""
     if isinstance(out, tuple):
@@ -137,8 +151,7 @@ def hooked(
         return h
 
     def root_pre(_mod: nn.Module, args: tuple, kwargs: dict) -> None:
-        cache = kwargs.get("past_key_values")
-        ctx.prefill = cache is None or cache.get_seq_length() == 0
+        ctx.prefill = is_prefill(args, kwargs)
 
     def embed_pre(_mod: nn.Module, args: tuple, kwargs: dict) -> Any:
         if args:

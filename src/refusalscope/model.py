@@ -11,9 +11,11 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from os.path import commonprefix
 from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -81,14 +83,32 @@ def pick_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.devi
         bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
         dtype = "bfloat16" if bf16 else "float32"
         log.info("dtype=%s (auto: %s)", dtype, "bf16-capable GPU" if bf16 else "float32 off-GPU")
+    return torch.device(device), check_dtype(dtype)
+
+
+def check_dtype(name: str, what: str = "dtype") -> torch.dtype:
+    """The torch dtype called ``name``; a ``RefusalScopeError`` for anything else."""
+    torch_dtype = getattr(torch, str(name), None)
+    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
+        raise RefusalScopeError(f"unknown {what} {name!r}; use float32, bfloat16 or float16")
+    return torch_dtype
+
+
+@contextmanager
+def _only_generation_config(hf: nn.Module, gen_cfg: Any) -> Iterator[None]:
+    """Make ``gen_cfg`` the model's generation config for the duration of one call.
+
+    transformers < 5 fills every field of an explicit config that still holds its default
+    (``do_sample=False`` included) from the checkpoint's ``generation_config.json``, so a
+    checkpoint shipping ``do_sample=True`` would sample; with ours in its place there is
+    nothing else to merge, on every version.
+    """
+    saved = getattr(hf, "generation_config", None)
+    hf.generation_config = gen_cfg
     try:
-        torch_dtype = getattr(torch, dtype)
-        assert isinstance(torch_dtype, torch.dtype)
-    except (AttributeError, AssertionError):
-        raise RefusalScopeError(
-            f"unknown dtype {dtype!r}; use float32, bfloat16 or float16"
-        ) from None
-    return torch.device(device), torch_dtype
+        yield
+    finally:
+        hf.generation_config = saved
 
 
 def _looks_local(name: str) -> bool:
@@ -412,7 +432,7 @@ class ChatModel:
         ids_out: list[list[int]] = [[] for _ in instructions]
         for rows, tokens in self.batches(instructions, batch_size, desc):
             ivs = [iv.select(rows) for iv in interventions]
-            with self.hooked(ivs):
+            with self.hooked(ivs), _only_generation_config(self.hf, gen_cfg):
                 seqs = self.hf.generate(
                     input_ids=tokens.input_ids,
                     attention_mask=tokens.attention_mask,
