@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from sae_lens import (
@@ -15,6 +16,7 @@ from sae_lens import (
     TopKSAEConfig,
 )
 
+from refusalscope.errors import RefusalScopeError
 from refusalscope.hooks import EMBED, Capture, EditContext, Intervention
 from refusalscope.interventions import AblateDirection, AddDirection, ScaleFeatures, SetFeatures
 from refusalscope.saes import SAESet
@@ -244,7 +246,9 @@ def _greedy_prefill_ablated(model, prompt: str, r: torch.Tensor, n: int) -> list
             tok = out.logits[:, -1].argmax(-1, keepdim=True)
             ids.append(int(tok))
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            out = model.hf(input_ids=tok, attention_mask=mask, past_key_values=out.past_key_values)
+            # positional: the cache is ``past_key_values`` in transformers 4.x, ``cache`` in 5.x
+            cache = out["cache"] if "cache" in out else out["past_key_values"]
+            out = model.hf(tok, mask, None, cache)
     return ids
 
 
@@ -299,3 +303,33 @@ def test_clamp_of_a_bf16_residual_with_fp32_saes(kind, random_acts, tmp_path):
     want = reference_edit(saes.saes[2], h.float(), latents, new)
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=5e-2)
+
+
+@pytest.mark.parametrize(
+    "pairs",
+    [
+        [(1, 5), (1, 7)],
+        [(1, np.int64(5)), (np.int32(1), 7)],
+        [(torch.tensor(1), torch.tensor(5)), (1, 7)],
+        np.array([[1, 5], [1, 7]]),
+        torch.tensor([[1, 5], [1, 7]], dtype=torch.int32),
+    ],
+    ids=["int", "numpy-scalars", "torch-scalars", "numpy-array", "int32-tensor"],
+)
+def test_integer_like_pairs_are_one_global_set(pairs, tmp_path):
+    """Any integer type names a (layer, latent): the set is global, not per prompt."""
+    saes = set_of({1: fitted_sae("jumprelu", torch.randn(64, 16), seed=0)}, tmp_path)
+    iv = ScaleFeatures(saes, pairs, c=0.0)
+    assert not iv.per_prompt
+    assert iv.features.dtype == torch.long
+    assert iv.features.tolist() == [[1, 5], [1, 7]]
+
+
+@pytest.mark.parametrize(
+    ("pairs", "phrase"),
+    [([(1, 5.5)], "integer pairs"), ([(1, 2, 3)], "integer pairs"), ([(4, 1)], "no SAE")],
+)
+def test_bad_feature_pairs_say_what_is_expected(pairs, phrase, tmp_path):
+    saes = set_of({1: fitted_sae("jumprelu", torch.randn(64, 16), seed=0)}, tmp_path)
+    with pytest.raises(RefusalScopeError, match=phrase):
+        ScaleFeatures(saes, pairs)

@@ -81,7 +81,7 @@ def test_writes_the_four_artifacts_with_their_keys(first_run):
         assert set(cmp) == {"reference_only", "other_only", "p_value"} and 0 < cmp["p_value"] <= 1
     assert set(r["capability"]) == METHODS
     for row in r["capability"].values():
-        assert set(row) == {"ce_responses", "ce_text", "task_accuracy"}
+        assert set(row) == {"ce_responses", "ce_text", "harmless_complied"}
         assert row["ce_responses"] > 0 and row["ce_text"] > 0
     assert set(r["induction"]) == {"fstar", "cossim", "add_direction"}
     assert len(r["features"]["global"]) == r["steering"]["k_star"]

@@ -45,12 +45,14 @@ def test_mcnemar_matches_the_binomial_tail():
 
 
 def test_paired_comparison_counts_discordant_prompts():
-    def row(method, prompt, ok):
-        return {"method": method, "prompt": prompt, "judgement": "complied" if ok else "refused"}
+    def row(method, i, ok):
+        judgement = "complied" if ok else "refused"
+        return {"method": method, "index": i, "prompt": "p", "judgement": judgement}
 
-    rows = [row("fstar", p, ok) for p, ok in zip("abcd", [1, 1, 1, 0], strict=True)]
-    rows += [row("cossim", p, ok) for p, ok in zip("abcd", [1, 0, 0, 1], strict=True)]
-    rows += [row("base", p, False) for p in "abcd"]
+    # every prompt has the same text: pairs are matched by index, not text
+    rows = [row("fstar", i, ok) for i, ok in enumerate([1, 1, 1, 0])]
+    rows += [row("cossim", i, ok) for i, ok in enumerate([1, 0, 0, 1])]
+    rows += [row("base", i, False) for i in range(4)]
     out = paired_comparison(rows, "fstar")
     assert out["cossim"] == {"reference_only": 2, "other_only": 1, "p_value": 1.0}
     assert out["base"]["reference_only"] == 3 and out["base"]["other_only"] == 0

@@ -39,7 +39,15 @@ def versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in ("refusalscope", "torch", "transformers", "sae-lens", "safetensors", "tokenizers"):
+    for pkg in (
+        "refusalscope",
+        "torch",
+        "transformers",
+        "sae-lens",
+        "safetensors",
+        "tokenizers",
+        "numpy",
+    ):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -86,6 +94,20 @@ def _python_files(path: Path) -> list[Path]:
     if not path.is_dir():
         raise FileNotFoundError(f"code fingerprint: no module or package {path}")
     return list(path.rglob("*.py"))
+
+
+def file_digests(folder: Path, pattern: str = "*.safetensors") -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` matching ``pattern``, by relative path."""
+    import hashlib
+
+    out = {}
+    for path in sorted(Path(folder).rglob(pattern)):
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        out[path.relative_to(folder).as_posix()] = digest.hexdigest()
+    return out
 
 
 def is_complete(folder: Path) -> bool:

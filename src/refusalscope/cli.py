@@ -61,6 +61,8 @@ def organism_build(
         "behavior": m["behavior"],
         "saes": m["saes"],
         "direction_sweep": m["direction_sweep"],
+        "versions": m.get("versions"),
+        "weights_sha256": m.get("weights_sha256"),
     }
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")

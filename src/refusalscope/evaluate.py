@@ -2,7 +2,7 @@
 
 * jailbreak: greedy generations on harmful test prompts under each method, judged;
 * capability: CE per token on the base model's own responses to harmless prompts and on
-  held-out plain text, and task accuracy (harmless prompts still answered), under each
+  held-out plain text, and the judge's complied rate on harmless prompts, under each
   method's global intervention;
 * induction: refusal rate on harmless prompts with the global F* set to a sweep of
   values, vs CosSim and activation addition;
@@ -67,6 +67,10 @@ class EvalConfig:
     """Harmless test prompts for refusal induction."""
     n_capability: int = 100
     """Harmless test prompts (and text passages) for the capability cost."""
+    text_file: str | None = None
+    """Plain text for the CE-on-text cost: a ``.txt`` file (one passage per non-empty line)
+    or ``.jsonl`` with a ``text`` field. None: the organism's held-out text; for other
+    models no CE on text is computed (``ce_text`` is null)."""
 
     def __post_init__(self) -> None:
         require(self.k_star > 0, "evaluation.k_star must be positive")
@@ -138,8 +142,8 @@ def generate_and_judge(
     )
     verdicts = judge.judge(prompts, gens.texts)
     rows = [
-        {**tag, "prompt": p.instruction, "response": t, "judgement": v}
-        for p, t, v in zip(prompts, gens.texts, verdicts, strict=True)
+        {**tag, "index": i, "prompt": p.instruction, "response": t, "judgement": v}
+        for i, (p, t, v) in enumerate(zip(prompts, gens.texts, verdicts, strict=True))
     ]
     return Judged(summarize(verdicts), rows)
 
@@ -169,11 +173,19 @@ def run_sweep(
             res = generate_and_judge(model, prompts, [iv], judge, cfg, {}, desc=None)
             table.setdefault(str(c), {})[str(k)] = res.summary
             log.info("sweep c=%s K*=%d: %s", c, k, res.summary)
-    best = max(
+    return table, choose_sweep_cell(table)
+
+
+def choose_sweep_cell(table: dict[str, dict[str, dict]]) -> tuple[float, int]:
+    """The (c, K*) that jailbreaks most; ties go to the smaller K*, then the gentler c.
+
+    ``table[str(c)][str(k)]`` is a judged summary with a ``complied`` rate. Fewer
+    features and a clamp closer to 0 change the model less, so they win ties.
+    """
+    return max(
         ((float(c), int(k)) for c in table for k in table[c]),
         key=lambda ck: (table[str(ck[0])][str(ck[1])]["complied"], -ck[1], ck[0]),
     )
-    return table, best
 
 
 @torch.no_grad()
@@ -239,12 +251,15 @@ def capability_cost(
     judge: Judge,
     cfg: EvalConfig,
 ) -> tuple[dict[str, dict[str, float]], list[dict]]:
-    """CE on base responses and on text, and task accuracy, per method."""
+    """Per method: CE on the base model's responses (``ce_responses``), CE on plain text
+    (``ce_text``; None without texts) and the judge's complied rate on the harmless prompts
+    (``harmless_complied``; with the organism judge that needs the right object named)."""
     harmless = list(harmless)[: cfg.n_capability]
     instr = [p.instruction for p in harmless]
     base = model.generate(instr, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
     resp_seqs = response_sequences(model, instr, base.token_ids)
-    text_seqs = text_sequences(model, list(texts)[: cfg.n_capability])
+    texts = list(texts)[: cfg.n_capability]
+    text_seqs = text_sequences(model, texts)
     table, rows = {}, []
     for method in methods:
         ivs = steer.global_(method)
@@ -253,8 +268,8 @@ def capability_cost(
         )
         table[method] = {
             "ce_responses": ce_per_token(model, resp_seqs, ivs, cfg.batch_size),
-            "ce_text": ce_per_token(model, text_seqs, ivs, cfg.batch_size),
-            "task_accuracy": judged.summary["complied"],
+            "ce_text": ce_per_token(model, text_seqs, ivs, cfg.batch_size) if texts else None,
+            "harmless_complied": judged.summary["complied"],
         }
         rows += judged.rows
         log.info("capability %s: %s", method, table[method])
@@ -292,7 +307,8 @@ def refusal_induction(
     for method in ("fstar", "cossim"):
         feats = steer.features.global_set(method, steer.k_star)
         for v in values:
-            settings.append((method, v, [SetFeatures(steer.saes, feats, v=v)]))
+            clamp = SetFeatures(steer.saes, feats, positions=steer.positions, v=v)
+            settings.append((method, v, [clamp]))
     for coeff in cfg.add_coeffs:
         add = AddDirection(steer.direction, steer.layer, coeff)
         settings.append(("add_direction", coeff, [add]))

@@ -8,6 +8,7 @@ so only the selected latents are encoded and the cost does not grow with SAE wid
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -15,6 +16,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .errors import RefusalScopeError
 from .hooks import EMBED, EditContext, Intervention, Positions, check_direction
 from .saes import LatentSlice, SAESet
 from .types import FeatureList, feature_list
@@ -94,8 +96,6 @@ class _FeatureClamp(Intervention):
             }
         missing = set(self._per_layer) - set(self.saes.layers)
         if missing:
-            from .errors import RefusalScopeError
-
             raise RefusalScopeError(
                 f"features refer to layers {sorted(missing)} that have no SAE "
                 f"(SAE layers: {self.saes.layers})"
@@ -128,7 +128,7 @@ class _FeatureClamp(Intervention):
         if latents.numel() == 0:
             return h
         if mask is not None and latents.shape[0] != h.shape[0]:
-            raise ValueError(
+            raise RefusalScopeError(
                 f"per-prompt features for {latents.shape[0]} prompts applied to a batch of "
                 f"{h.shape[0]}; call .select(rows) for the batch"
             )
@@ -198,9 +198,16 @@ def _is_pair_list(x: Sequence) -> bool:
     if len(x) == 0:
         return True
     first = x[0]
-    return (
-        not isinstance(first, Tensor) and len(first) == 2 and all(isinstance(v, int) for v in first)
-    )
+    return not isinstance(first, Tensor) and len(first) == 2 and all(map(_is_integer, first))
+
+
+def _is_integer(v: object) -> bool:
+    """Python, NumPy and 0-d torch integers alike (anything with ``__index__``)."""
+    try:
+        operator.index(v)
+    except TypeError:
+        return False
+    return not isinstance(v, bool)
 
 
 def _index_per_row(per_row: Sequence[Tensor]) -> dict[int, tuple[Tensor, Tensor]]:

@@ -213,8 +213,13 @@ class SubstringJudge(Judge):
 _JUDGES: dict[str, type[Judge]] = {"organism": OrganismJudge, "substring": SubstringJudge}
 
 
-def get_judge(name: str) -> Judge:
-    """A judge by name: ``"organism"`` or ``"substring"``."""
+def check_judge_name(name: str) -> None:
+    """Raise ``RefusalScopeError`` unless ``name`` is a known judge."""
     if name not in _JUDGES:
         raise RefusalScopeError(f"unknown judge {name!r}; choose one of {', '.join(_JUDGES)}")
+
+
+def get_judge(name: str) -> Judge:
+    """A judge by name: ``"organism"`` or ``"substring"``."""
+    check_judge_name(name)
     return _JUDGES[name]()

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import artifacts as art
@@ -34,10 +35,16 @@ from .evaluate import (
     run_sweep,
 )
 from .features import compute_features
-from .judges import get_judge
-from .model import ChatModel
+from .judges import check_judge_name, get_judge
+from .model import ChatModel, check_dtype
 from .organism.build import OrganismConfig, build_organism
-from .prompts import PromptConfig, compute_prompts, source_fingerprint
+from .prompts import (
+    PromptConfig,
+    check_prompt_sources,
+    compute_prompts,
+    load_text_passages,
+    source_fingerprint,
+)
 from .saes import SAESet
 from .stats import paired_comparison, wilson_interval
 
@@ -142,10 +149,39 @@ class Context:
         return result
 
 
-def load_context(cfg: RunConfig, force: str | None = None) -> Context:
-    """Load the model (building the organism if needed), SAEs and judge."""
+def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
+    """Everything that can be checked without loading a model, so that a bad name or path
+    fails in a second, not after minutes of loading."""
     if force is not None and force not in STAGES:
         raise RefusalScopeError(f"--force takes one of {', '.join(STAGES)}; got {force!r}")
+    if cfg.judge is not None:
+        check_judge_name(cfg.judge)
+    for what, dtype in (("model.dtype", cfg.model.dtype), ("saes.dtype", cfg.saes.dtype)):
+        if dtype is not None:
+            check_dtype(dtype, what)
+    for layer, folder in sorted((cfg.saes.folders or {}).items()):
+        if not (Path(folder).expanduser() / "cfg.json").is_file():
+            raise RefusalScopeError(
+                f"saes.folders: the SAE folder for layer {layer} ({folder}) has no cfg.json; "
+                "give a folder written by sae_lens (SAE.save_model / save_inference_model)"
+            )
+    text_file = cfg.evaluation.text_file
+    if text_file is not None and not Path(text_file).expanduser().is_file():
+        raise RefusalScopeError(f"evaluation.text_file {text_file} does not exist")
+    if cfg.prompts.files or cfg.prompts.dataset_dir:
+        check_prompt_sources(cfg.prompts)
+    elif cfg.model.path is not None:
+        raise RefusalScopeError(
+            "a real model needs prompts: set prompts.dataset_dir (refusal_direction's layout) "
+            "or prompts.files"
+        )
+    if cfg.model.path is not None and _no_saes(cfg):
+        raise RefusalScopeError("no SAEs configured: set saes.folders or saes.release + saes.ids")
+
+
+def load_context(cfg: RunConfig, force: str | None = None) -> Context:
+    """Load the model (building the organism if needed), SAEs and judge."""
+    check_run_config(cfg, force)
     organism_data = None
     if cfg.model.path is None:
         organism = build_organism(cfg.organism)
@@ -166,8 +202,6 @@ def load_context(cfg: RunConfig, force: str | None = None) -> Context:
             trust_remote_code=m.trust_remote_code,
             system_prompt=m.system_prompt,
         )
-        if _no_saes(cfg):
-            raise RefusalScopeError("no SAEs configured: set saes.folders or saes.release+ids")
         saes = _load_saes(cfg, device=str(model.device))
         model_key = config_hash(to_dict(m))
     saes.check(model.n_layers, model.d_model, model.name)
@@ -307,10 +341,10 @@ def _evaluate(ctx: Context, prompts, direction, cands, attr, feats) -> RunResult
         lambda f, res: art.save_result(f, res[0], res[1]),
         art.load_result,
     )
-    texts = _texts(ctx, s)
+    texts = _texts(ctx)
     cap, cap_rows = ctx.cached(
         "capability",
-        (*sweep_key, c_used, k_used, len(texts)),
+        (*sweep_key, c_used, k_used, config_hash(texts)),
         lambda: capability_cost(model, steer, methods, s["harmless_test"], texts, ctx.judge, ev),
         lambda f, res: art.save_result(f, res[0], res[1]),
         art.load_result,
@@ -372,10 +406,14 @@ def _ci(rate: float, n: int) -> list[float]:
     return [round(low, 4), round(high, 4)]
 
 
-def _texts(ctx: Context, s) -> list[str]:
+def _texts(ctx: Context) -> list[str]:
+    """Plain text for the CE-on-text cost: a configured file, else the organism's."""
+    if ctx.cfg.evaluation.text_file is not None:
+        return load_text_passages(ctx.cfg.evaluation.text_file)
     if ctx.organism_data is not None:
         return list(ctx.organism_data.plain_heldout)
-    return [p.instruction for p in s["harmless_test"]]
+    log.warning("no evaluation.text_file: the capability cost has no CE on plain text")
+    return []
 
 
 def _feature_report(feats, k: int, cands) -> dict[str, Any]:

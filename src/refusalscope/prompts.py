@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 TEXT_KEYS = ("instruction", "prompt", "goal", "behavior", "text")
+"""Fields that hold the prompt text, in order of preference (JailbreakBench has both
+``Goal``, the request, and ``Behavior``, a short name)."""
+CATEGORY_KEYS = ("category", "semanticcategory")
 
 
 @dataclass(frozen=True)
@@ -94,19 +97,55 @@ def load_prompt_file(path: str | Path, harmful: bool | None) -> list[Prompt]:
 
 
 def _row_to_prompt(row, harmful: bool | None, path: Path) -> Prompt:
-    """A row's text and category; its other fields (and a ``meta`` object) become labels."""
+    """A row's text and category; its other fields (and a ``meta`` object) become labels.
+
+    Field names match case-insensitively, so HarmBench's ``Behavior``/``SemanticCategory``
+    and JailbreakBench's ``Goal``/``Category`` columns load as published.
+    """
     if isinstance(row, str):
         return Prompt(row, harmful)
-    key = next((k for k in TEXT_KEYS if isinstance(row, dict) and row.get(k)), None)
+    if not isinstance(row, dict):
+        raise RefusalScopeError(
+            f"{path}: each row must be a string or an object with an instruction field; "
+            f"got {type(row).__name__}: {str(row)[:80]}"
+        )
+    by_lower = {str(k).lower(): k for k in row}
+    key = next((by_lower[k] for k in TEXT_KEYS if k in by_lower and row[by_lower[k]]), None)
     if key is None:
         raise RefusalScopeError(
-            f"{path}: a row has none of the fields {', '.join(TEXT_KEYS)}: {str(row)[:80]}"
+            f"{path}: a row has none of the fields {', '.join(TEXT_KEYS)} (case-insensitive); "
+            f"its fields are {', '.join(map(str, row)) or 'none'}. Rename the column that "
+            "holds the prompt text to one of those."
         )
+    cat_key = next((by_lower[k] for k in CATEGORY_KEYS if k in by_lower), None)
     nested = row.get("meta")
     if nested is not None and not isinstance(nested, dict):
         raise RefusalScopeError(f"{path}: a row's 'meta' must be an object: {str(row)[:80]}")
-    meta = {k: v for k, v in row.items() if k not in (key, "category", "meta") and v != ""}
-    return Prompt(row[key], harmful, row.get("category") or None, {**meta, **(nested or {})})
+    meta = {k: v for k, v in row.items() if k not in (key, cat_key, "meta") and v != ""}
+    category = (row[cat_key] or None) if cat_key is not None else None
+    return Prompt(row[key], harmful, category, {**meta, **(nested or {})})
+
+
+def load_text_passages(path: str | Path) -> list[str]:
+    """Plain-text passages: non-empty lines of a ``.txt``, or ``text`` fields of a ``.jsonl``."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise RefusalScopeError(f"text file {p} does not exist")
+    lines = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if p.suffix == ".jsonl":
+        try:
+            passages = [json.loads(line)["text"] for line in lines]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise RefusalScopeError(
+                f"{p}: every line of a .jsonl text file must be an object with a 'text' field ({e})"
+            ) from e
+    elif p.suffix == ".txt":
+        passages = lines
+    else:
+        raise RefusalScopeError(f"text file {p} must be .txt (a passage per line) or .jsonl")
+    if not passages:
+        raise RefusalScopeError(f"text file {p} holds no text")
+    return passages
 
 
 def prompt_files(cfg: PromptConfig) -> dict[str, str]:
@@ -131,10 +170,11 @@ def source_fingerprint(cfg: PromptConfig) -> dict[str, str]:
     return out
 
 
-def _file_splits(cfg: PromptConfig) -> dict[str, list[Prompt]]:
+def check_prompt_sources(cfg: PromptConfig) -> dict[str, str]:
+    """The prompt files by split; raise unless every required split has an existing file."""
+    if cfg.dataset_dir and not Path(cfg.dataset_dir).expanduser().is_dir():
+        raise RefusalScopeError(f"prompts.dataset_dir {cfg.dataset_dir} is not a folder")
     files = prompt_files(cfg)
-    rng = random.Random(cfg.seed)
-    out: dict[str, list[Prompt]] = {}
     for side in ("harmful", "harmless"):
         for split in ("train", "test"):
             if f"{side}_{split}" not in files:
@@ -142,6 +182,17 @@ def _file_splits(cfg: PromptConfig) -> dict[str, list[Prompt]]:
                     f"no {side}_{split} prompt file: set prompts.files.{side}_{split} or "
                     "prompts.dataset_dir"
                 )
+    for name, path in sorted(files.items()):
+        if not Path(path).expanduser().is_file():
+            raise RefusalScopeError(f"prompt file for {name} ({path}) does not exist")
+    return files
+
+
+def _file_splits(cfg: PromptConfig) -> dict[str, list[Prompt]]:
+    files = check_prompt_sources(cfg)
+    rng = random.Random(cfg.seed)
+    out: dict[str, list[Prompt]] = {}
+    for side in ("harmful", "harmless"):
         loaded = {
             s: load_prompt_file(files[f"{side}_{s}"], side == "harmful")
             for s in SPLITS

@@ -16,6 +16,8 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
     if isinstance(v, float):
         return f"{v:.3f}"
     return html.escape(str(v))
@@ -62,7 +64,9 @@ def render_report(r: Mapping[str, Any]) -> str:
         for m, v in r.get("jailbreak_vs_fstar", {}).items()
     ]
     cap = r["capability"]
-    cap_rows = [[m, v["ce_responses"], v["ce_text"], v["task_accuracy"]] for m, v in cap.items()]
+    cap_rows = [
+        [m, v["ce_responses"], v["ce_text"], v["harmless_complied"]] for m, v in cap.items()
+    ]
     sweep = {
         f"c={c}": {f"K*={k}": cell["complied"] for k, cell in row.items()}
         for c, row in r["sweep"].items()
@@ -84,7 +88,10 @@ def render_report(r: Mapping[str, Any]) -> str:
         "only the other jailbreaks, and the exact McNemar p-value.</p>",
         table(paired, ["method", "F* only", "other only", "p"]),
         "<h2>Capability cost</h2>",
-        table(cap_rows, ["method", "CE on base responses", "CE on text", "task accuracy"]),
+        "<p>Cross-entropy per token on the base model's own responses to harmless prompts and "
+        "on held-out plain text (— when no text corpus was given: evaluation.text_file), and "
+        "the judge's complied rate on the harmless prompts.</p>",
+        table(cap_rows, ["method", "CE on base responses", "CE on text", "harmless complied"]),
         "<h2>Refusal induction (harmless prompts, refusal rate)</h2>",
         _nested(r["induction"], "method"),
         "<h2>Clamp sweep on the train split (complied)</h2>",

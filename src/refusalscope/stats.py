@@ -40,12 +40,14 @@ def paired_comparison(
 ) -> dict[str, dict[str, float]]:
     """``reference`` against every other method, prompt by prompt.
 
-    ``rows`` are generation records (``method``, ``prompt``, ``judgement``) of methods run on
-    the same prompts. Returns method -> ``{"reference_only", "other_only", "p_value"}``.
+    ``rows`` are generation records (``method``, ``index``, ``judgement``) of methods run on
+    the same prompts; ``index`` is the prompt's position in its set (prompt texts can repeat:
+    refusal_direction's ``harmful_test.json`` holds 10 duplicates). Returns method ->
+    ``{"reference_only", "other_only", "p_value"}``.
     """
-    hits: dict[str, dict[str, bool]] = {}
+    hits: dict[str, dict[int, bool]] = {}
     for r in rows:
-        hits.setdefault(r["method"], {})[r["prompt"]] = r["judgement"] == verdict
+        hits.setdefault(r["method"], {})[r["index"]] = r["judgement"] == verdict
     if reference not in hits:
         return {}
     ref = hits[reference]
@@ -53,7 +55,7 @@ def paired_comparison(
     for method, other in hits.items():
         if method == reference:
             continue
-        shared: Sequence[str] = [p for p in ref if p in other]
+        shared: Sequence[int] = [i for i in ref if i in other]
         a = sum(ref[p] and not other[p] for p in shared)
         b = sum(other[p] and not ref[p] for p in shared)
         out[method] = {

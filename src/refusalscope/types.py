@@ -16,6 +16,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from .errors import RefusalScopeError
+
 # A feature is one SAE latent at one layer: rows of [layer, latent].
 FeatureList = Int[Tensor, "feat 2"]
 
@@ -53,9 +55,17 @@ class Prompt:
 
 def feature_list(pairs: Any) -> FeatureList:
     """Normalise ``[(layer, latent), ...]`` or an ``[n, 2]`` tensor to a long tensor."""
-    t = torch.as_tensor(pairs, dtype=torch.long)
+    try:
+        t = torch.as_tensor(pairs)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise RefusalScopeError(
+            f"features must be (layer, latent) integer pairs, e.g. [(12, 1234)]; got {pairs!r:.80}"
+        ) from e
     if t.numel() == 0:
-        return t.reshape(0, 2)
-    if t.ndim != 2 or t.shape[1] != 2:
-        raise ValueError(f"features must be (layer, latent) pairs, got shape {tuple(t.shape)}")
-    return t
+        return t.reshape(0, 2).long()
+    if t.ndim != 2 or t.shape[1] != 2 or t.is_floating_point() or t.is_complex():
+        raise RefusalScopeError(
+            "features must be (layer, latent) integer pairs, e.g. [(12, 1234)] or an [n, 2] "
+            f"integer tensor; got shape {tuple(t.shape)} of {t.dtype}"
+        )
+    return t.long()

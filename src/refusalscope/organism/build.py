@@ -27,6 +27,7 @@ from ..cache import (
     atomic_folder,
     cache_root,
     code_fingerprint,
+    file_digests,
     is_complete,
     read_json,
     versions,
@@ -213,6 +214,8 @@ def _build_into(cfg: OrganismConfig, folder: Path) -> None:
         "direction_base": sweep["base"],
         "direction_layer": sweep["layer"],
         "versions": versions(),
+        # same versions + seed + config -> the same bytes (README: "deterministic")
+        "weights_sha256": file_digests(folder, "*.safetensors"),
     }
     write_json(folder / MANIFEST, manifest)
 
