@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-import time
 
 import pytest
 import torch
@@ -29,6 +29,13 @@ def test_manifest_has_every_key(tiny_organism):
     for row in m["direction_sweep"].values():
         assert set(row) == {"jailbreak", "harmless_complied"}
     assert set(m["build_split"]) == {"data", "tokenizer", "model", "saes", "eval"}
+    assert {"torch", "transformers", "sae-lens", "tokenizers"} <= set(m["versions"])
+    # a digest of every weight file, equal to the files' own SHA-256
+    digests = m["weights_sha256"]
+    assert "model/model.safetensors" in digests
+    assert {f"saes/layer_{l}/sae_weights.safetensors" for l in (0, 1)} <= set(digests)
+    for rel, digest in digests.items():
+        assert hashlib.sha256((tiny_organism.folder / rel).read_bytes()).hexdigest() == digest
     assert not (
         m["model_path"].startswith("/") or any(v.startswith("/") for v in m["sae_paths"].values())
     )
@@ -59,10 +66,8 @@ def test_folders_load_with_plain_hf_and_sae_lens(tiny_organism):
         assert torch.allclose(sae.decode(f), f @ sae.W_dec + sae.b_dec, atol=1e-5)
 
 
-def test_cached_build_returns_quickly_and_copies(tiny_organism, tmp_path):
-    start = time.perf_counter()
+def test_cached_build_is_reused_and_copied(tiny_organism, tmp_path):
     again = build_organism(tiny_organism_config(), out=tmp_path / "copy")
-    assert time.perf_counter() - start < 10
     assert (tmp_path / "copy" / MANIFEST).is_file()
     assert again.manifest["build_seconds"] == tiny_organism.manifest["build_seconds"]
     assert load_organism(tmp_path / "copy").sae_paths.keys() == tiny_organism.sae_paths.keys()
