@@ -45,7 +45,7 @@ from .prompts import (
     load_text_passages,
     source_fingerprint,
 )
-from .saes import SAESet
+from .saes import SAESet, check_sae_folder
 from .stats import paired_comparison, wilson_interval
 
 log = logging.getLogger(__name__)
@@ -160,11 +160,7 @@ def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
         if dtype is not None:
             check_dtype(dtype, what)
     for layer, folder in sorted((cfg.saes.folders or {}).items()):
-        if not (Path(folder).expanduser() / "cfg.json").is_file():
-            raise RefusalScopeError(
-                f"saes.folders: the SAE folder for layer {layer} ({folder}) has no cfg.json; "
-                "give a folder written by sae_lens (SAE.save_model / save_inference_model)"
-            )
+        check_sae_folder(layer, folder)
     text_file = cfg.evaluation.text_file
     if text_file is not None and not Path(text_file).expanduser().is_file():
         raise RefusalScopeError(f"evaluation.text_file {text_file} does not exist")

@@ -46,6 +46,17 @@ def hook_layer(hook_name: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def check_sae_folder(layer: int, folder: str | Path) -> Path:
+    """The folder as a path; a ``RefusalScopeError`` unless it holds a sae_lens ``cfg.json``."""
+    path = Path(folder).expanduser()
+    if not (path / "cfg.json").is_file():
+        raise RefusalScopeError(
+            f"SAE folder for layer {layer} ({path}) has no cfg.json; give a folder "
+            "written by sae_lens (SAE.save_model / save_inference_model)"
+        )
+    return path
+
+
 def _check_affine(sae, where: str) -> None:
     norm = sae.cfg.normalize_activations
     if norm not in _AFFINE_NORMS:
@@ -111,12 +122,7 @@ class SAESet:
 
         saes, sources = {}, {}
         for layer, folder in sorted(folders.items()):
-            path = Path(folder).expanduser()
-            if not (path / "cfg.json").exists():
-                raise RefusalScopeError(
-                    f"SAE folder for layer {layer} ({path}) has no cfg.json; give a folder "
-                    "written by sae_lens (SAE.save_model / save_inference_model)"
-                )
+            path = check_sae_folder(layer, folder)
             saes[int(layer)] = SAE.load_from_disk(str(path), device=device, dtype=dtype)
             sources[int(layer)] = str(path)
         return cls._made(saes, sources)
