@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
-# Install the newest releases of every dependency (no lock) into a fresh venv and run the
-# tests: tells whether a new transformers / sae_lens / ... breaks refusalscope before users
-# find out. torch stays the pinned CPU build (a bare `torch` pulls several GB of CUDA).
+# Install refusalscope's dependencies without the lock into a fresh venv and run the tests:
 #
-#   scripts/check_latest.sh            # venv in a temp folder, removed afterwards
-#   KEEP_VENV=/tmp/latest scripts/check_latest.sh   # keep (and reuse) the venv there
+#   scripts/check_latest.sh            # the newest release of every dependency
+#   scripts/check_latest.sh --floors   # the lowest versions pyproject.toml allows for its
+#                                      # direct dependencies (uv --resolution lowest-direct)
+#   KEEP_VENV=/tmp/latest scripts/check_latest.sh   # keep the venv there
 #
+# It tells whether a new transformers / sae_lens / ... breaks refusalscope before users
+# find out, and whether the lower bounds in pyproject.toml are true. torch stays the pinned
+# CPU build in both (a bare `torch` pulls several GB of CUDA). Extra arguments go to pytest.
 # Prints the versions it tested and the pytest summary; exits with pytest's status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+mode=latest
+if [ "${1:-}" = "--floors" ]; then mode=floors; shift; fi
 venv="${KEEP_VENV:-$(mktemp -d)/venv}"
 [ -n "${KEEP_VENV:-}" ] || trap 'rm -rf "$(dirname "$venv")"' EXIT
 python3 -m venv "$venv"
 . "$venv/bin/activate"
 pip install -q torch==2.13.0
-# no constraints file; --upgrade-strategy eager: every dependency at its newest release
-pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
-echo "== newest releases under test"
+if [ "$mode" = floors ]; then
+    pip install -q uv
+    uv pip install -q --python "$venv/bin/python" --resolution lowest-direct -e ".[dev]" torch==2.13.0
+else
+    # no constraints file; eager: every dependency at its newest installable release
+    pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+fi
+echo "== $mode versions under test"
 python - <<'PY'
 from importlib.metadata import version
 for pkg in ("torch", "transformers", "sae-lens", "transformer-lens", "tokenizers",
