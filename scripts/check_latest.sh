@@ -7,8 +7,9 @@
 #   KEEP_VENV=/tmp/latest scripts/check_latest.sh   # keep the venv there
 #
 # It tells whether a new transformers / sae_lens / ... breaks refusalscope before users
-# find out, and whether the lower bounds in pyproject.toml are true. torch stays the pinned
-# CPU build in both (a bare `torch` pulls several GB of CUDA). Extra arguments go to pytest.
+# find out, and whether the lower bounds in pyproject.toml are true. torch is $TORCH
+# (default: the pinned CPU build; a bare `torch` pulls several GB of CUDA unless the machine
+# has a CPU wheel at hand, e.g. TORCH="torch<=2.14.1"). Extra arguments go to pytest.
 # Prints the versions it tested and the pytest summary; exits with pytest's status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,13 +19,14 @@ venv="${KEEP_VENV:-$(mktemp -d)/venv}"
 [ -n "${KEEP_VENV:-}" ] || trap 'rm -rf "$(dirname "$venv")"' EXIT
 python3 -m venv "$venv"
 . "$venv/bin/activate"
-pip install -q torch==2.13.0
+torch_spec="${TORCH:-torch==2.13.0}"
+pip install -q "$torch_spec"
 if [ "$mode" = floors ]; then
     pip install -q uv
-    uv pip install -q --python "$venv/bin/python" --resolution lowest-direct -e ".[dev]" torch==2.13.0
+    uv pip install -q --python "$venv/bin/python" --resolution lowest-direct -e ".[dev]" "$torch_spec"
 else
     # no constraints file; eager: every dependency at its newest installable release
-    pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+    pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" "$torch_spec"
 fi
 echo "== $mode versions under test"
 python - <<'PY'
