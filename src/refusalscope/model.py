@@ -96,13 +96,9 @@ def check_dtype(name: str, what: str = "dtype") -> torch.dtype:
 
 @contextmanager
 def _only_generation_config(hf: nn.Module, gen_cfg: Any) -> Iterator[None]:
-    """Make ``gen_cfg`` the model's generation config for the duration of one call.
-
-    transformers < 5 fills every field of an explicit config that still holds its default
-    (``do_sample=False`` included) from the checkpoint's ``generation_config.json``, so a
-    checkpoint shipping ``do_sample=True`` would sample; with ours in its place there is
-    nothing else to merge, on every version.
-    """
+    """Make ``gen_cfg`` the model's generation config for one call: transformers < 5 fills
+    every default-valued field of an explicit config (``do_sample=False`` too) from the
+    checkpoint's ``generation_config.json``, so one shipping ``do_sample=True`` would sample."""
     saved = getattr(hf, "generation_config", None)
     hf.generation_config = gen_cfg
     try:
