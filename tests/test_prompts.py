@@ -12,6 +12,7 @@ from refusalscope.prompts import (
     PromptConfig,
     _file_splits,
     load_prompt_file,
+    load_text_passages,
     prompt_files,
     source_fingerprint,
 )
@@ -145,3 +146,20 @@ def test_csv_without_a_text_column_names_its_columns(tmp_path):
     bad.write_text("Question,Answer\nwhat?,that\n")
     with pytest.raises(RefusalScopeError, match="its fields are Question, Answer"):
         load_prompt_file(bad, True)
+
+
+def test_text_passages_from_txt_and_jsonl(tmp_path):
+    txt = tmp_path / "a.txt"
+    txt.write_text("first passage\n\n  \nsecond passage\n")
+    assert load_text_passages(txt) == ["first passage", "second passage"]
+    jsonl = tmp_path / "b.jsonl"
+    jsonl.write_text('{"text": "one"}\n{"text": "two", "url": "x"}\n')
+    assert load_text_passages(jsonl) == ["one", "two"]
+    for name, body, phrase in (
+        ("c.jsonl", '{"body": "no text field"}\n', "must be an object with a 'text' field"),
+        ("d.md", "text\n", "must be .txt"),
+        ("e.txt", "\n\n", "holds no text"),
+    ):
+        (tmp_path / name).write_text(body)
+        with pytest.raises(RefusalScopeError, match=phrase):
+            load_text_passages(tmp_path / name)

@@ -45,6 +45,7 @@ def _prompt_dir(tmp_path):
         ({"saes": {"folders": {"3": "/nowhere/sae"}}}, None, "layer 3 .*has no cfg.json"),
         ({"model": {"path": "org/model"}}, None, "a real model needs prompts"),
         ({"prompts": {"dataset_dir": "/nowhere"}}, None, "dataset_dir /nowhere is not a folder"),
+        ({"evaluation": {"text_file": "/nowhere/t.txt"}}, None, "text file /nowhere/t.txt does"),
         (
             {"prompts": {"files": {"harmful_train": "/nowhere/a.json"}}},
             None,

@@ -96,18 +96,23 @@ def _python_files(path: Path) -> list[Path]:
     return list(path.rglob("*.py"))
 
 
-def file_digests(folder: Path, pattern: str = "*.safetensors") -> dict[str, str]:
-    """SHA-256 of every file under ``folder`` matching ``pattern``, by relative path."""
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks (weight files can be gigabytes)."""
     import hashlib
 
-    out = {}
-    for path in sorted(Path(folder).rglob(pattern)):
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        out[path.relative_to(folder).as_posix()] = digest.hexdigest()
-    return out
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_digests(folder: Path, pattern: str = "*.safetensors") -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` matching ``pattern``, by relative path."""
+    return {
+        path.relative_to(folder).as_posix(): sha256_file(path)
+        for path in sorted(Path(folder).rglob(pattern))
+    }
 
 
 def is_complete(folder: Path) -> bool:

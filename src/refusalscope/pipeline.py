@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from . import artifacts as art
@@ -161,9 +160,8 @@ def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
             check_dtype(dtype, what)
     for layer, folder in sorted((cfg.saes.folders or {}).items()):
         check_sae_folder(layer, folder)
-    text_file = cfg.evaluation.text_file
-    if text_file is not None and not Path(text_file).expanduser().is_file():
-        raise RefusalScopeError(f"evaluation.text_file {text_file} does not exist")
+    if cfg.evaluation.text_file is not None:
+        load_text_passages(cfg.evaluation.text_file)  # exists, right format, not empty
     if cfg.prompts.files or cfg.prompts.dataset_dir:
         check_prompt_sources(cfg.prompts)
     elif cfg.model.path is not None:

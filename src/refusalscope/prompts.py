@@ -10,7 +10,6 @@ and harmless prompts it answers; the test splits are kept whole.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import random
@@ -19,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cache import sha256_file
 from .config import require
 from .errors import RefusalScopeError
 from .judges import Judge
@@ -166,7 +166,7 @@ def source_fingerprint(cfg: PromptConfig) -> dict[str, str]:
     out = {}
     for name, path in sorted(prompt_files(cfg).items()):
         p = Path(path).expanduser()
-        out[name] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "missing"
+        out[name] = sha256_file(p) if p.is_file() else "missing"
     return out
 
 
