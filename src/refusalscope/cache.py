@@ -8,13 +8,17 @@ rest to JSON/JSONL. No pickle.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -22,6 +26,15 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from .errors import RefusalScopeError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+log = logging.getLogger(__name__)
 
 COMPLETE = "_COMPLETE.json"
 CACHE_ENV = "REFUSALSCOPE_CACHE"
@@ -119,30 +132,312 @@ def is_complete(folder: Path) -> bool:
     return (folder / COMPLETE).is_file()
 
 
+# ------------------------------------------------------------------ temp names
+_HOST = platform.node() or "host"
+_TEMP = re.compile(r"\.(?:tmp|old)-(?P<host>.+)-(?P<pid>\d+)-\d+$")
+_LEGACY_TEMP = re.compile(r"^\..+\.tmp-(?P<pid>\d+)$")
+"""``.x.tmp-PID``: temp files of earlier versions (no host in the name)."""
+
+
+def temp_path(final: Path, kind: str = "tmp") -> Path:
+    """A hidden sibling of ``final`` named after this host and process.
+
+    The name lets :func:`clean_stale` recognise leftovers of processes that died.
+    """
+    return final.parent / f".{final.name}.{kind}-{_HOST}-{os.getpid()}-{time.monotonic_ns()}"
+
+
+def clean_stale(folder: Path) -> list[Path]:
+    """Remove temp files/folders in ``folder`` left by dead processes on this host."""
+    removed = []
+    for entry in Path(folder).iterdir() if Path(folder).is_dir() else []:
+        m = _TEMP.search(entry.name)
+        legacy = _LEGACY_TEMP.match(entry.name)
+        if m and m["host"] == _HOST:
+            pid = int(m["pid"])
+        elif legacy:
+            pid = int(legacy["pid"])
+        else:
+            continue
+        if pid != os.getpid() and not _alive(pid):
+            _remove(entry)
+            removed.append(entry)
+    if removed:
+        log.info("removed %d stale temp file(s) in %s", len(removed), folder)
+    return removed
+
+
+def is_temp(name: str) -> bool:
+    """Whether ``name`` is one of our temp files (of any process)."""
+    return bool(_TEMP.search(name) or _LEGACY_TEMP.match(name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------ cache folders
 @contextmanager
-def atomic_folder(final: Path, meta: Mapping[str, Any] | None = None) -> Iterator[Path]:
-    """Yield a temp folder; on success mark it complete and move it to ``final``."""
+def key_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on cache key ``folder`` (a hidden ``.lock`` file beside it).
+
+    Two runs that need the same stage take turns: the second waits, then finds the
+    first one's result complete instead of computing it again.
+    """
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with (folder.parent / f".{folder.name}.lock").open("a") as f:
+        if fcntl is None:  # pragma: no cover - Windows: no cross-process lock
+            yield
+            return
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("waiting for another process computing %s", folder)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextmanager
+def atomic_folder(
+    final: Path, meta: Mapping[str, Any] | None = None, replace: bool = False
+) -> Iterator[Path]:
+    """Yield a temp folder; on success mark it complete and rename it to ``final``.
+
+    Only for folders refusalscope owns (the cache). Completion is one rename of a fully
+    written folder, so ``is_complete(final)`` implies every file is there. If another
+    writer completed ``final`` first, its folder is kept and ours dropped; ``replace``
+    swaps ours in instead (the old folder is renamed away before it is deleted).
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    clean_stale(final.parent)
+    tmp = temp_path(final)
     tmp.mkdir()
     try:
         yield tmp
         write_json(tmp / COMPLETE, {"meta": dict(meta or {}), "versions": versions()})
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+        _publish(tmp, final, replace)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _publish(tmp: Path, final: Path, replace: bool) -> None:
+    try:
+        tmp.rename(final)
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    if is_complete(final) and not replace:
+        log.info("%s was completed by another process; keeping that copy", final)
+        return
+    old = temp_path(final, "old")
+    final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------ output folders
+MARKER = ".refusalscope.json"
+"""Written last into every output folder: which command wrote it and which files."""
+
+
+def check_output_folder(out: Path, kind: str, need_bytes: int = 0) -> Path:
+    """Raise unless ``out`` can take a new ``kind`` output set; nothing is written.
+
+    ``out`` may be missing, empty, or an earlier ``kind`` output of refusalscope (its
+    marker lists every file in it). Anything else is refused: refusalscope never deletes
+    what it did not write.
+    """
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise RefusalScopeError(f"--out {out} is a file; give a folder (new or empty)")
+    if out.is_dir():
+        _check_ours(out, kind)
+    anchor = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if not anchor.is_dir() or not os.access(anchor, os.W_OK | os.X_OK):
+        raise RefusalScopeError(f"cannot write to {anchor} (for --out {out}); choose another --out")
+    free = shutil.disk_usage(anchor).free
+    if free < need_bytes:
+        raise RefusalScopeError(
+            f"only {free / 2**20:.0f} MiB free under {anchor}; the {kind} output needs about "
+            f"{need_bytes / 2**20:.0f} MiB. Free some space or choose another --out"
+        )
+    return out
+
+
+def _check_ours(out: Path, kind: str) -> None:
+    names = sorted(e.name for e in out.iterdir() if not is_temp(e.name))
+    if not names:
+        return
+    try:
+        marker = read_json(out / MARKER)
+    except (OSError, ValueError):
+        marker = None
+    fix = f"give a new or empty folder (e.g. --out {out / kind})"
+    if not isinstance(marker, dict):
+        listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise RefusalScopeError(
+            f"--out {out} already holds files refusalscope did not write ({listed}); "
+            f"refusalscope never deletes what it did not create: {fix}"
+        )
+    if marker.get("kind") != kind:
+        raise RefusalScopeError(
+            f"--out {out} holds a refusalscope {marker.get('kind')!r} output, not a {kind!r} "
+            f"one; {fix}"
+        )
+    extra = sorted(set(names) - set(marker.get("files", [])) - {MARKER})
+    if extra:
+        raise RefusalScopeError(
+            f"--out {out} is an earlier {kind} output but also holds {', '.join(extra[:5])}, "
+            f"which refusalscope did not write; move those away or {fix}"
+        )
+
+
+@contextmanager
+def output_folder(
+    out: Path, kind: str, last: Sequence[str] = (), need_bytes: int = 0
+) -> Iterator[Path]:
+    """Yield a temp folder inside ``out``; on success swap its files into ``out``.
+
+    The whole set is written first (a full disk fails here, leaving the previous set
+    untouched); the swap is renames only. The previous set's ``last`` files and marker
+    are retired first and the new ones moved in last, so their presence means the whole
+    new set is there.
+    """
+    out = check_output_folder(out, kind, need_bytes)
+    out.mkdir(parents=True, exist_ok=True)
+    clean_stale(out)
+    tmp = temp_path(out / kind)
+    tmp.mkdir()
+    try:
+        yield tmp
+        _swap_in(tmp, out, kind, last)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, out: Path, kind: str, last: Sequence[str]) -> None:
+    files = sorted(p.name for p in tmp.iterdir())
+    try:
+        old_files = read_json(out / MARKER).get("files", [])
+    except (OSError, ValueError):
+        old_files = []
+    trash = temp_path(out / kind, "old")
+    trash.mkdir()
+
+    def retire(name: str) -> None:
+        if (out / name).exists():
+            (out / name).rename(trash / name)
+
+    for name in [MARKER, *last, *(f for f in old_files if f not in files)]:
+        retire(name)  # first: the old set no longer looks whole, and dropped files go
+    for name in [f for f in files if f not in last] + [f for f in last if f in files]:
+        retire(name)
+        (tmp / name).rename(out / name)
+    write_json(out / MARKER, {"kind": kind, "files": files, "versions": versions()})
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+# --------------------------------------------------------- content fingerprints
+FINGERPRINTS = "fingerprints.json"
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Hash of a local model or SAE folder's contents (not its path).
+
+    Covers every non-hidden file: its relative path, size and SHA-256. File hashes are
+    remembered by (path, size, mtime) in the cache, so only new or changed files are read.
+    """
+    import hashlib
+
+    folder = Path(folder).expanduser().resolve()
+    memo_path = cache_root() / FINGERPRINTS
+    try:
+        memo = read_json(memo_path)
+    except (OSError, ValueError):
+        memo = {}
+    digest, changed = hashlib.sha256(), False
+    for path in sorted(_visible_files(folder)):
+        st = path.stat()
+        key = str(path)
+        known = memo.get(key)
+        if known is None or known[:2] != [st.st_size, st.st_mtime_ns]:
+            memo[key], changed = [st.st_size, st.st_mtime_ns, sha256_file(path)], True
+        rel = path.relative_to(folder).as_posix()
+        digest.update(f"{rel}\0{st.st_size}\0{memo[key][2]}\n".encode())
+    if changed:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(memo_path, memo)
+    return digest.hexdigest()[:16]
+
+
+def _visible_files(folder: Path) -> Iterator[Path]:
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder).parts
+        if path.is_file() and not any(part.startswith(".") for part in rel):
+            yield path
+
+
+def source_key(source: str | Path) -> str:
+    """What a cache key uses for a model or SAE source: a local folder's content
+    fingerprint, else the name itself (a hub id or ``release:sae_id``)."""
+    path = Path(source).expanduser()
+    return f"content:{folder_fingerprint(path)}" if path.is_dir() else str(source)
+
+
+# ------------------------------------------------------------------ files
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON through a temp file and rename (never a half-written file)."""
+    """Strict JSON (NaN/inf refused) through a temp file and rename."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-    tmp.replace(path)
+    try:
+        text = json.dumps(obj, indent=2, allow_nan=False, default=_json_default)
+    except ValueError as e:
+        raise RefusalScopeError(
+            f"refusing to write {path.name}: {nonfinite_path(obj) or 'a value'} is NaN or "
+            "infinite. A stage produced non-finite numbers; rerun with --verbose and check "
+            "the model and SAE weights"
+        ) from e
+    _write_text(path, text + "\n")
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = temp_path(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def nonfinite_path(obj: Any, where: str = "") -> str | None:
+    """Dotted path of the first NaN/inf float in nested dicts/lists, if any."""
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else where or "value"
+    if isinstance(obj, Mapping):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        return None
+    return next((p for w, v in items if (p := nonfinite_path(v, w))), None)
 
 
 def read_json(path: Path) -> Any:
@@ -150,12 +445,17 @@ def read_json(path: Path) -> Any:
 
 
 def write_jsonl(path: Path, rows: list[Mapping[str, Any]]) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row, default=_json_default) + "\n")
-    tmp.replace(path)
+    """One strict-JSON object per line, written through a temp file and rename."""
+    lines = []
+    for i, row in enumerate(rows):
+        try:
+            lines.append(json.dumps(row, allow_nan=False, default=_json_default) + "\n")
+        except ValueError as e:
+            raise RefusalScopeError(
+                f"refusing to write {Path(path).name}: row {i} has a NaN or infinite "
+                f"{nonfinite_path(row) or 'value'}"
+            ) from e
+    _write_text(Path(path), "".join(lines))
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -165,9 +465,12 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(path)
+    tmp = temp_path(path)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:

@@ -52,6 +52,9 @@ def organism_build(
         organism = build_organism(cfg, out=out, force=force)
     except RefusalScopeError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the build was not kept; rerun to start it again", err=True)
+        raise typer.Exit(130) from None
     m = organism.manifest
     summary = {
         "folder": str(organism.folder),
@@ -82,16 +85,26 @@ def run(
     """Run the whole method (organism by default) and write results, report and artifacts."""
     _setup_logging(verbose)
     from .config import from_dict, read_config_file
-    from .outputs import write_outputs
+    from .outputs import check_out, write_outputs
     from .pipeline import RunConfig, run_pipeline
 
+    done: list[str] = []
     try:
         raw = read_config_file(config) if config else {}
         cfg = from_dict(RunConfig, raw, "run config")
-        res = run_pipeline(cfg, force=force)
+        check_out(out)
+        res = run_pipeline(cfg, force=force, on_stage=lambda stage, _: done.append(stage))
         write_outputs(res, out)
     except RefusalScopeError as e:
         _fail(e)
+    except KeyboardInterrupt:
+        finished = ", ".join(done) if done else "none"
+        typer.echo(
+            f"interrupted. Stages finished and cached: {finished}. Nothing was written to "
+            f"{out}. Rerun the same command to resume from there.",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     r = res.results
     summary = {
         "out": str(out),

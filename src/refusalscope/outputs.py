@@ -1,8 +1,8 @@
 """What ``refusalscope run`` writes to its output folder.
 
 ``results.json``, ``attribution.safetensors``, ``direction.safetensors``,
-``generations.jsonl`` and ``report.html``; results.json is written last, so its presence
-means the whole set is there.
+``generations.jsonl`` and ``report.html``, written whole into a temp folder and swapped
+in, results.json last: its presence means the whole set is there.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import artifacts as art
-from .cache import save_tensors, write_json, write_jsonl
+from .cache import check_output_folder, output_folder, save_tensors, write_json, write_jsonl
 from .report import render_report
 
 if TYPE_CHECKING:
@@ -24,6 +24,14 @@ ATTRIBUTION = "attribution.safetensors"
 DIRECTION = "direction.safetensors"
 GENERATIONS = "generations.jsonl"
 REPORT = "report.html"
+KIND = "run"
+NEED_BYTES = 16 * 2**20
+"""About what a run's output set takes (1.2 MiB on the organism), with room to spare."""
+
+
+def check_out(out: Path) -> Path:
+    """Raise unless ``out`` can take a run's outputs (checked before any work)."""
+    return check_output_folder(out, KIND, NEED_BYTES)
 
 
 def combined_attribution(attr: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -54,17 +62,15 @@ def combined_attribution(attr: dict[str, Any]) -> dict[str, torch.Tensor]:
 def write_outputs(res: RunResult, out: Path) -> None:
     """results.json, attribution/direction safetensors, generations.jsonl, report.html.
 
-    Each file is written through a temp file and renamed; results.json goes last, so its
-    presence means the whole set is there.
+    The set is written into a temp folder inside ``out`` and swapped in with renames,
+    results.json last; a failure while writing leaves the previous set as it was.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    save_tensors(out / ATTRIBUTION, combined_attribution(res.attribution))
-    save_tensors(
-        out / DIRECTION,
-        {"r": res.direction.r, "layer": torch.tensor(res.direction.layer)},
-    )
-    write_jsonl(out / GENERATIONS, res.generations)
-    tmp = out / f".{REPORT}.tmp"
-    tmp.write_text(render_report(res.results))
-    tmp.replace(out / REPORT)
-    write_json(out / RESULTS, res.results)
+    with output_folder(out, KIND, last=(RESULTS,), need_bytes=NEED_BYTES) as tmp:
+        save_tensors(tmp / ATTRIBUTION, combined_attribution(res.attribution))
+        save_tensors(
+            tmp / DIRECTION,
+            {"r": res.direction.r, "layer": torch.tensor(res.direction.layer)},
+        )
+        write_jsonl(tmp / GENERATIONS, res.generations)
+        (tmp / REPORT).write_text(render_report(res.results))
+        write_json(tmp / RESULTS, res.results)

@@ -10,15 +10,25 @@ all stages after it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import artifacts as art
 from .attribution import AttributionConfig, compute_attribution, resolve_refusal_token
-from .cache import atomic_folder, cache_root, code_fingerprint, is_complete, versions
+from .cache import (
+    atomic_folder,
+    cache_root,
+    code_fingerprint,
+    is_complete,
+    key_lock,
+    source_key,
+    versions,
+)
 from .candidates import CandidateConfig, compute_candidates
 from .config import config_hash, require, to_dict
 from .direction import DirectionConfig, compute_direction
@@ -125,26 +135,40 @@ class Context:
     saes: SAESet
     judge: Any
     model_key: str
+    """The model's contents (local) or id and revision (hub), dtype and system prompt."""
+    sae_keys: dict[int, str]
+    """Per layer: the SAE's contents (local) or release name (hub)."""
     organism_data: Any = None
     force_from: int = len(STAGES)
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
+    on_stage: Callable[[str, dict[str, Any]], None] | None = None
+    """Called after each stage finishes (computed or loaded), e.g. to report progress."""
 
     def cached(self, stage: str, key_parts: tuple, compute: Callable, save, load) -> Any:
-        """Load stage ``stage`` if complete and not forced, else compute and save it."""
+        """Load stage ``stage`` if complete and not forced, else compute and save it.
+
+        Under a per-key lock: a second run needing the same stage waits and then loads it.
+        """
         key = config_hash(code_fingerprint(), *key_parts)
         self.keys[stage] = key
         folder = cache_root() / "runs" / stage / key
+        forced = STAGES.index(stage) >= self.force_from
         start = time.perf_counter()
-        if is_complete(folder) and STAGES.index(stage) < self.force_from:
-            result = load(folder)
-            self.stages[stage] = {"seconds": round(time.perf_counter() - start, 3), "cached": True}
-            return result
-        result = compute()
-        with atomic_folder(folder, {"stage": stage, "key_parts": to_dict(key_parts)}) as tmp:
-            save(tmp, result)
-        self.stages[stage] = {"seconds": round(time.perf_counter() - start, 3), "cached": False}
-        log.info("stage %s: %.1fs", stage, self.stages[stage]["seconds"])
+        with key_lock(folder):
+            hit = is_complete(folder) and not forced
+            if hit:
+                result = load(folder)
+            else:
+                result = compute()
+                meta = {"stage": stage, "key_parts": to_dict(key_parts)}
+                with atomic_folder(folder, meta, replace=forced) as tmp:
+                    save(tmp, result)
+        seconds = round(time.perf_counter() - start, 3)
+        self.stages[stage] = {"seconds": seconds, "cached": hit}
+        log.info("stage %s: %.1fs", stage, seconds)
+        if self.on_stage is not None:
+            self.on_stage(stage, self.stages[stage])
         return result
 
 
@@ -171,6 +195,23 @@ def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
         )
     if cfg.model.path is not None and _no_saes(cfg):
         raise RefusalScopeError("no SAEs configured: set saes.folders or saes.release + saes.ids")
+    _check_pool(cfg)
+
+
+def _check_pool(cfg: RunConfig) -> None:
+    """k* and the sweep's k values must fit the candidate pool (SAE layers × k per layer)."""
+    n_layers = len(cfg.saes.folders or cfg.saes.ids or {}) or cfg.organism.model.n_layers
+    pool = n_layers * cfg.candidates.k_per_layer
+    ev = cfg.evaluation
+    too_big = [f"evaluation.k_star = {ev.k_star}"] if ev.k_star > pool else []
+    if max(ev.sweep_k) > pool:
+        too_big.append(f"evaluation.sweep_k up to {max(ev.sweep_k)}")
+    if too_big:
+        raise RefusalScopeError(
+            f"{' and '.join(too_big)}: larger than the candidate pool of {pool} latents "
+            f"({n_layers} SAE layers × candidates.k_per_layer = {cfg.candidates.k_per_layer}); "
+            f"lower them to at most {pool}, or raise candidates.k_per_layer"
+        )
 
 
 def load_context(cfg: RunConfig, force: str | None = None) -> Context:
@@ -186,7 +227,7 @@ def load_context(cfg: RunConfig, force: str | None = None) -> Context:
         else:
             saes = _load_saes(cfg, device=device)
         organism_data = organism.data()
-        model_key = f"organism:{organism.folder.name}"
+        source = config_hash(source_key(organism.model_path), source_key(organism.data_path))
     else:
         m = cfg.model
         model = ChatModel.load(
@@ -197,11 +238,36 @@ def load_context(cfg: RunConfig, force: str | None = None) -> Context:
             system_prompt=m.system_prompt,
         )
         saes = _load_saes(cfg, device=str(model.device))
-        model_key = config_hash(to_dict(m))
+        source = _hub_or_local_key(m.path, model)
     saes.check(model.n_layers, model.d_model, model.name)
     judge_name = cfg.judge or ("organism" if cfg.model.path is None else "substring")
-    force_from = STAGES.index(force) if force else len(STAGES)
-    return Context(cfg, model, saes, get_judge(judge_name), model_key, organism_data, force_from)
+    return Context(
+        cfg,
+        model,
+        saes,
+        get_judge(judge_name),
+        model_key=config_hash(source, str(model.hf.dtype), cfg.model.system_prompt),
+        sae_keys={layer: _sae_key(src) for layer, src in saes.sources.items()},
+        organism_data=organism_data,
+        force_from=STAGES.index(force) if force else len(STAGES),
+    )
+
+
+def _hub_or_local_key(path: str, model: ChatModel) -> str:
+    """A local folder by content; a hub model by id and the commit it resolved to."""
+    if Path(path).expanduser().is_dir():
+        return source_key(path)
+    commit = getattr(model.hf.config, "_commit_hash", None)
+    if commit is None:
+        log.warning("no resolved revision for %s: cached stages are keyed by its id only", path)
+    return f"{path}@{commit}"
+
+
+def _sae_key(source: str) -> str:
+    """A local SAE folder by content; a release SAE by name and sae_lens version (whose
+    registry maps the name to files)."""
+    key = source_key(source)
+    return key if key != source else f"{source}@sae_lens-{versions()['sae-lens']}"
 
 
 def _no_saes(cfg: RunConfig) -> bool:
@@ -225,14 +291,25 @@ class RunResult:
     direction: Any
 
 
-def run_pipeline(cfg: RunConfig, force: str | None = None) -> RunResult:
-    """Run every stage (cached) and assemble the results."""
+def run_pipeline(
+    cfg: RunConfig,
+    force: str | None = None,
+    on_stage: Callable[[str, dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Run every stage (cached) and assemble the results; ``on_stage(name, info)`` is
+    called as each stage finishes."""
     ctx = load_context(cfg, force)
+    ctx.on_stage = on_stage
     model, c = ctx.model, cfg
     organism_splits = ctx.organism_data.splits if ctx.organism_data is not None else None
     prompts = ctx.cached(
         "prompts",
-        (ctx.model_key, c.prompts, source_fingerprint(c.prompts), ctx.judge.name),
+        (
+            ctx.model_key,
+            dataclasses.replace(c.prompts, files=None, dataset_dir=None),  # paths: by content
+            source_fingerprint(c.prompts),
+            ctx.judge.name,
+        ),
         lambda: compute_prompts(model, c.prompts, ctx.judge, organism_splits),
         art.save_prompts,
         art.load_prompts,
@@ -256,7 +333,7 @@ def run_pipeline(cfg: RunConfig, force: str | None = None) -> RunResult:
     r = direction.direction
     cands = ctx.cached(
         "candidates",
-        (ctx.keys["direction"], c.saes, ctx.saes.sources, c.candidates),
+        (ctx.keys["direction"], c.saes.dtype, ctx.sae_keys, c.candidates),
         lambda: compute_candidates(ctx.saes, r, c.candidates),
         art.save_candidates,
         art.load_candidates,
@@ -315,7 +392,7 @@ def _refusal_token(model: ChatModel, cfg: AttributionConfig, prompts) -> int:
 def _evaluate(ctx: Context, prompts, direction, cands, attr, feats) -> RunResult:
     model, c, ev = ctx.model, ctx.cfg, ctx.cfg.evaluation
     s = prompts.splits
-    sweep_key = (ctx.keys["features"], ev)
+    sweep_key = (ctx.keys["features"], dataclasses.replace(ev, text_file=None))  # texts: by content
     sweep, best = ctx.cached(
         "sweep",
         sweep_key,

@@ -26,9 +26,12 @@ from torch import Tensor
 from ..cache import (
     atomic_folder,
     cache_root,
+    check_output_folder,
     code_fingerprint,
     file_digests,
     is_complete,
+    key_lock,
+    output_folder,
     read_json,
     versions,
     write_json,
@@ -46,6 +49,9 @@ from .train import ModelTrainConfig, build_model, collate, encode_chat, encode_p
 log = logging.getLogger(__name__)
 
 MANIFEST = "organism.json"
+COPY_KIND = "organism"
+COPY_BYTES = 64 * 2**20
+"""About what a copy takes (27 MiB for the default build), checked before building."""
 BEHAVIOUR_SETS = (
     "harmful_heldout",
     "harmless_heldout",
@@ -107,8 +113,12 @@ class Organism:
     def sae_paths(self) -> dict[int, Path]:
         return {int(k): self.folder / v for k, v in self.manifest["sae_paths"].items()}
 
+    @property
+    def data_path(self) -> Path:
+        return self.folder / self.manifest["data_path"]
+
     def data(self) -> OrganismData:
-        return OrganismData.load(self.folder / self.manifest["data_path"])
+        return OrganismData.load(self.data_path)
 
 
 class _Timer:
@@ -146,16 +156,22 @@ def cache_folder(cfg: OrganismConfig) -> Path:
 def build_organism(
     cfg: OrganismConfig | None = None, out: Path | None = None, force: bool = False
 ) -> Organism:
-    """Build (or reuse from the cache) and optionally copy to ``out``."""
+    """Build (or reuse from the cache) and optionally copy to ``out``.
+
+    ``out`` must be new, empty or an earlier organism copy; it is checked before the build.
+    """
     cfg = (cfg or OrganismConfig()).seeded()
     folder = cache_folder(cfg)
-    if force or not is_complete(folder):
-        with atomic_folder(folder, {"stage": "organism", "config": to_dict(cfg)}) as tmp:
-            _build_into(cfg, tmp)
+    copy = out is not None and Path(out).expanduser().resolve() != folder.resolve()
+    if copy:
+        check_output_folder(Path(out), COPY_KIND, COPY_BYTES)
+    with key_lock(folder):
+        if force or not is_complete(folder):
+            meta = {"stage": "organism", "config": to_dict(cfg)}
+            with atomic_folder(folder, meta, replace=force) as tmp:
+                _build_into(cfg, tmp)
     organism = Organism(folder, read_json(folder / MANIFEST))
-    if out is not None and Path(out).resolve() != folder.resolve():
-        organism = _copy_to(organism, Path(out))
-    return organism
+    return _copy_to(organism, Path(out)) if copy else organism
 
 
 def load_organism(folder: Path) -> Organism:
@@ -165,10 +181,10 @@ def load_organism(folder: Path) -> Organism:
 
 
 def _copy_to(organism: Organism, out: Path) -> Organism:
-    with atomic_folder(out, {"stage": "organism-copy", "source": str(organism.folder)}) as tmp:
-        for item in organism.folder.iterdir():
-            if item.name.startswith((".", "_COMPLETE")):
-                continue
+    items = [p for p in organism.folder.iterdir() if not p.name.startswith((".", "_COMPLETE"))]
+    size = sum(f.stat().st_size for p in items for f in [p, *p.rglob("*")] if f.is_file())
+    with output_folder(out, COPY_KIND, last=(MANIFEST,), need_bytes=size) as tmp:
+        for item in items:
             dest = tmp / item.name
             shutil.copytree(item, dest) if item.is_dir() else shutil.copy2(item, dest)
     return Organism(out, read_json(out / MANIFEST))
