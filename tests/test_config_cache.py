@@ -88,3 +88,59 @@ def test_code_fingerprint_covers_single_modules():
     assert code_fingerprint(("organism", "saes.py")) != code_fingerprint(("organism",))
     with pytest.raises(FileNotFoundError):
         code_fingerprint(("no_such_module.py",))
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"evaluation": {"k_star": "5"}},
+            "evaluation.k_star must be an integer, got the string '5'",
+        ),
+        (
+            {"evaluation": {"max_new_tokens": "32"}},
+            "evaluation.max_new_tokens must be an integer, got the string '32'",
+        ),
+        (
+            {"prompts": {"n_train": True}},
+            "prompts.n_train must be an integer, got the boolean true",
+        ),
+        (
+            {"evaluation": {"k_star": 5.0}},
+            "evaluation.k_star must be an integer, got the number 5.0",
+        ),
+        ({"evaluation": {"c": "-3"}}, "evaluation.c must be a number, got the string '-3'"),
+        ({"evaluation": {"c": False}}, "evaluation.c must be a number, got the boolean false"),
+        ({"prompts": {"filter": "no"}}, "prompts.filter must be true or false, got the string"),
+        ({"model": {"path": 7}}, "model.path must be a string, got the integer 7"),
+        ({"evaluation": {"sweep_k": [10, "20"]}}, r"evaluation.sweep_k\[1\] must be an integer"),
+        ({"evaluation": {"sweep_c": -1}}, "evaluation.sweep_c must be a list, got the integer -1"),
+        ({"saes": {"folders": {"3": 3}}}, "saes.folders.3 must be a string, got the integer 3"),
+        (
+            {"attribution": {"mixing": "both"}},
+            "attribution.mixing must be one of 'joint', 'per_layer'",
+        ),
+        ({"prompts": {"files": ["a.json"]}}, "prompts.files must be a table/object, got the list"),
+        ({"organism": {"sae": {"k": "20"}}}, "organism.sae.k must be an integer"),
+    ],
+)
+def test_config_values_of_the_wrong_type_name_field_and_value(raw, message):
+    with pytest.raises(RefusalScopeError, match=rf"run config\.{message}"):
+        from_dict(RunConfig, raw, "run config")
+
+
+def test_config_ints_serve_as_floats_and_null_as_none():
+    cfg = from_dict(
+        RunConfig,
+        {"evaluation": {"c": -2, "sweep_c": [0, -1], "induction_values": None, "k_star": 7}},
+    )
+    assert cfg.evaluation.c == -2.0 and isinstance(cfg.evaluation.c, float)
+    assert cfg.evaluation.sweep_c == (0.0, -1.0) and cfg.evaluation.k_star == 7
+    assert cfg.evaluation.induction_values is None
+
+
+def test_non_utf8_config_file_names_the_line(tmp_path):
+    bad = tmp_path / "run.toml"
+    bad.write_bytes(b'[model]\npath = "caf\xe9"\n')
+    with pytest.raises(RefusalScopeError, match=r"run.toml, line 2: byte 0xe9 is not UTF-8"):
+        read_config_file(bad)

@@ -62,25 +62,70 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
         raise RefusalScopeError(f"invalid {where}: {e}") from e
 
 
+_SCALARS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
 def _convert(hint: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
+    """``value`` checked against the field type ``hint``: lists become tuples, ints become
+    floats where floats are wanted, and table keys become ints where ints are wanted.
+    Hints not handled here (``Any``, tensors, ...) pass the value through."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None:
+        if value is None and type(None) in args:
             return None
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _convert(args[0], value, where) if len(args) == 1 else value
-    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
-        return from_dict(hint, value, where)
-    if origin is tuple and isinstance(value, list):
-        return tuple(value)
-    if origin in (dict, Mapping) and isinstance(value, Mapping):
-        key_t = typing.get_args(hint)[0] if typing.get_args(hint) else str
-        if key_t is int:
-            try:
-                return {int(k): v for k, v in value.items()}
-            except ValueError as e:
-                raise RefusalScopeError(f"{where} needs integer keys (layers): {e}") from e
+        options = [a for a in args if a is not type(None)]
+        return _convert(options[0], value, where) if len(options) == 1 else value
+    if dataclasses.is_dataclass(hint):
+        return value if isinstance(value, hint) else from_dict(hint, value, where)
+    if hint in _SCALARS:
+        return _scalar(hint, value, where)
+    if origin is typing.Literal:
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise RefusalScopeError(f"{where} must be one of {choices}, got {_describe(value)}")
+        return value
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise RefusalScopeError(f"{where} must be a list, got {_describe(value)}")
+        return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (dict, Mapping) and len(args) == 2:
+        if not isinstance(value, Mapping):
+            raise RefusalScopeError(f"{where} must be a table/object, got {_describe(value)}")
+        return {
+            _key(args[0], k, where): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()
+        }
     return value
+
+
+def _scalar(hint: type, value: Any, where: str) -> Any:
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:  # bool is an int subclass: true must not pass for a count
+        ok = isinstance(value, hint) and (hint is bool or not isinstance(value, bool))
+    if not ok:
+        raise RefusalScopeError(f"{where} must be {_SCALARS[hint]}, got {_describe(value)}")
+    return float(value) if hint is float else value
+
+
+def _key(hint: Any, key: Any, where: str) -> Any:
+    if hint is not int:
+        return key
+    try:
+        return int(key)
+    except ValueError as e:
+        raise RefusalScopeError(f"{where} needs integer keys (layers), got {key!r}") from e
+
+
+def _describe(value: Any) -> str:
+    """A config value as the user wrote it: "the string '5'", "the boolean true", ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, Mapping):
+        return "a table/object"
+    kind = {str: "the string", int: "the integer", float: "the number", list: "the list"}
+    return f"{kind.get(type(value), type(value).__name__)} {value!r}"[:100]
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -88,7 +133,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise RefusalScopeError(f"config file {p} does not exist")
-    text = p.read_text()
+    text = read_utf8(p)
     if p.suffix == ".json":
         try:
             return json.loads(text)
@@ -104,6 +149,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         except tomllib.TOMLDecodeError as e:
             raise RefusalScopeError(f"config file {p} is not valid TOML: {e}") from e
     raise RefusalScopeError(f"config file {p} must end in .json or .toml")
+
+
+def read_utf8(path: Path) -> str:
+    """A text file's content (a UTF-8 BOM is fine); an error naming the line of the
+    first byte that is not UTF-8."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise RefusalScopeError(
+            f"{path}, line {line}: byte {e.object[e.start]:#04x} is not UTF-8; re-save the "
+            "file as UTF-8"
+        ) from e
 
 
 def require(cond: bool, message: str) -> None:

@@ -49,7 +49,7 @@ from .model import ChatModel, check_dtype
 from .organism.build import OrganismConfig, build_organism
 from .prompts import (
     PromptConfig,
-    check_prompt_sources,
+    check_prompt_files,
     compute_prompts,
     load_text_passages,
     source_fingerprint,
@@ -187,7 +187,7 @@ def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
     if cfg.evaluation.text_file is not None:
         load_text_passages(cfg.evaluation.text_file)  # exists, right format, not empty
     if cfg.prompts.files or cfg.prompts.dataset_dir:
-        check_prompt_sources(cfg.prompts)
+        check_prompt_files(cfg.prompts)  # parses every file; warns on duplicates
     elif cfg.model.path is not None:
         raise RefusalScopeError(
             "a real model needs prompts: set prompts.dataset_dir (refusal_direction's layout) "
@@ -310,7 +310,17 @@ def run_pipeline(
             source_fingerprint(c.prompts),
             ctx.judge.name,
         ),
-        lambda: compute_prompts(model, c.prompts, ctx.judge, organism_splits),
+        lambda: compute_prompts(
+            model,
+            c.prompts,
+            ctx.judge,
+            organism_splits,
+            max_new_tokens=max(
+                c.prompts.filter_max_new_tokens,
+                c.direction.max_new_tokens,
+                c.evaluation.max_new_tokens,
+            ),
+        ),
         art.save_prompts,
         art.load_prompts,
     )

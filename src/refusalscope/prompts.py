@@ -10,6 +10,7 @@ and harmless prompts it answers; the test splits are kept whole.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import random
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cache import sha256_file
-from .config import require
+from .config import read_utf8, require
 from .errors import RefusalScopeError
 from .judges import Judge
 from .model import ChatModel
@@ -78,52 +79,116 @@ class PromptSplits:
 
 
 def load_prompt_file(path: str | Path, harmful: bool | None) -> list[Prompt]:
-    """Read instructions from JSON / JSONL / CSV into ``Prompt``s."""
+    """Read instructions from JSON / JSONL / CSV into ``Prompt``s.
+
+    Errors name the file and the line (or JSON list row) at fault. Duplicate
+    instructions are kept, so each is used as often as it appears, with a warning.
+    """
     p = Path(path).expanduser()
     if not p.is_file():
         raise RefusalScopeError(f"prompt file {p} does not exist")
-    if p.suffix == ".json":
-        rows = json.loads(p.read_text())
-    elif p.suffix == ".jsonl":
-        rows = [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-    elif p.suffix == ".csv":
-        with p.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    else:
+    if p.suffix not in (".json", ".jsonl", ".csv"):
         raise RefusalScopeError(f"prompt file {p} must be .json, .jsonl or .csv")
-    if not isinstance(rows, list):
-        raise RefusalScopeError(f"{p} must hold a list of instructions")
-    return [_row_to_prompt(r, harmful, p) for r in rows]
+    text = read_utf8(p)
+    if p.suffix == ".json":
+        rows = _json(text, p)
+        if not isinstance(rows, list):
+            raise RefusalScopeError(f"{p} must hold a list of instructions")
+        located = [(f"row {i}", row) for i, row in enumerate(rows, 1)]
+    elif p.suffix == ".jsonl":
+        located = [(f"line {n}", _json(line, p, n)) for n, line in _nonblank_lines(text)]
+    else:
+        located = _csv_rows(text, p)
+    if not located:
+        raise RefusalScopeError(f"prompt file {p} holds no prompts")
+    prompts = [_row_to_prompt(row, harmful, f"{p}, {where}") for where, row in located]
+    _warn_duplicates(prompts, p)
+    return prompts
 
 
-def _row_to_prompt(row, harmful: bool | None, path: Path) -> Prompt:
+def _json(text: str, path: Path, line: int | None = None):
+    """Parsed JSON; an error naming the file, line and column (``line``: of a JSONL row)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        where = f"line {line}, column {e.colno}" if line else f"line {e.lineno}, column {e.colno}"
+        raise RefusalScopeError(f"{path}, {where}: not valid JSON ({e.msg}); fix it there") from e
+
+
+def _nonblank_lines(text: str) -> list[tuple[int, str]]:
+    """(1-based line number, line) for each non-blank line, numbered as in the file."""
+    return [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+
+
+def _csv_rows(text: str, path: Path) -> list[tuple[str, dict]]:
+    """Rows with the file line each ends on (the header is line 1)."""
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows = []
+    try:
+        for row in reader:
+            if None in row:
+                raise RefusalScopeError(
+                    f"{path}, line {reader.line_num}: more fields than the header has columns; "
+                    "quote fields that contain commas"
+                )
+            rows.append((f"line {reader.line_num}", row))
+    except csv.Error as e:
+        raise RefusalScopeError(f"{path}, line {reader.line_num}: not valid CSV ({e})") from e
+    return rows
+
+
+def _row_to_prompt(row, harmful: bool | None, where: str) -> Prompt:
     """A row's text and category; its other fields (and a ``meta`` object) become labels.
 
     Field names match case-insensitively, so HarmBench's ``Behavior``/``SemanticCategory``
-    and JailbreakBench's ``Goal``/``Category`` columns load as published.
+    and JailbreakBench's ``Goal``/``Category`` columns load as published. ``where`` names
+    the file and row for errors.
     """
     if isinstance(row, str):
+        if not row.strip():
+            raise RefusalScopeError(f"{where}: empty instruction; remove the row or fill it in")
         return Prompt(row, harmful)
     if not isinstance(row, dict):
         raise RefusalScopeError(
-            f"{path}: each row must be a string or an object with an instruction field; "
+            f"{where}: each row must be a string or an object with an instruction field; "
             f"got {type(row).__name__}: {str(row)[:80]}"
         )
     by_lower = {str(k).lower(): k for k in row}
-    key = next((by_lower[k] for k in TEXT_KEYS if k in by_lower and row[by_lower[k]]), None)
-    if key is None:
+    present = [by_lower[k] for k in TEXT_KEYS if k in by_lower]
+    if not present:
         raise RefusalScopeError(
-            f"{path}: a row has none of the fields {', '.join(TEXT_KEYS)} (case-insensitive); "
-            f"its fields are {', '.join(map(str, row)) or 'none'}. Rename the column that "
+            f"{where}: none of the fields {', '.join(TEXT_KEYS)} (case-insensitive); "
+            f"its fields are {', '.join(map(str, row)) or 'none'}. Rename the field that "
             "holds the prompt text to one of those."
+        )
+    key = next((k for k in present if row[k] is not None and str(row[k]).strip()), None)
+    if key is None:
+        raise RefusalScopeError(f"{where}: empty instruction; remove the row or fill it in")
+    if not isinstance(row[key], str):
+        raise RefusalScopeError(
+            f"{where}: the {key!r} field must be a string, got {type(row[key]).__name__}: "
+            f"{str(row[key])[:80]}"
         )
     cat_key = next((by_lower[k] for k in CATEGORY_KEYS if k in by_lower), None)
     nested = row.get("meta")
     if nested is not None and not isinstance(nested, dict):
-        raise RefusalScopeError(f"{path}: a row's 'meta' must be an object: {str(row)[:80]}")
+        raise RefusalScopeError(f"{where}: 'meta' must be an object, got {str(nested)[:80]}")
     meta = {k: v for k, v in row.items() if k not in (key, cat_key, "meta") and v != ""}
     category = (row[cat_key] or None) if cat_key is not None else None
     return Prompt(row[key], harmful, category, {**meta, **(nested or {})})
+
+
+def _warn_duplicates(prompts: list[Prompt], path: Path) -> None:
+    n_distinct = len({p.instruction for p in prompts})
+    if n_distinct < len(prompts):
+        log.warning(
+            "%s: %d of %d prompts are duplicates of others (%d distinct); each is used as "
+            "often as it appears",
+            path,
+            len(prompts) - n_distinct,
+            len(prompts),
+            n_distinct,
+        )
 
 
 def load_text_passages(path: str | Path) -> list[str]:
@@ -131,21 +196,25 @@ def load_text_passages(path: str | Path) -> list[str]:
     p = Path(path).expanduser()
     if not p.is_file():
         raise RefusalScopeError(f"text file {p} does not exist")
-    lines = [line for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if p.suffix == ".jsonl":
-        try:
-            passages = [json.loads(line)["text"] for line in lines]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise RefusalScopeError(
-                f"{p}: every line of a .jsonl text file must be an object with a 'text' field ({e})"
-            ) from e
-    elif p.suffix == ".txt":
-        passages = lines
-    else:
+    if p.suffix not in (".txt", ".jsonl"):
         raise RefusalScopeError(f"text file {p} must be .txt (a passage per line) or .jsonl")
+    lines = _nonblank_lines(read_utf8(p))
+    if p.suffix == ".txt":
+        passages = [line for _, line in lines]
+    else:
+        passages = [_text_field(_json(line, p, n), f"{p}, line {n}") for n, line in lines]
     if not passages:
         raise RefusalScopeError(f"text file {p} holds no text")
     return passages
+
+
+def _text_field(row, where: str) -> str:
+    if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+        raise RefusalScopeError(
+            f"{where}: every line of a .jsonl text file must be an object with a 'text' "
+            f"field holding a string; got {str(row)[:80]}"
+        )
+    return row["text"]
 
 
 def prompt_files(cfg: PromptConfig) -> dict[str, str]:
@@ -175,6 +244,13 @@ def check_prompt_sources(cfg: PromptConfig) -> dict[str, str]:
     if cfg.dataset_dir and not Path(cfg.dataset_dir).expanduser().is_dir():
         raise RefusalScopeError(f"prompts.dataset_dir {cfg.dataset_dir} is not a folder")
     files = prompt_files(cfg)
+    known = {f"{side}_{split}" for side in ("harmful", "harmless") for split in SPLITS}
+    unknown = sorted(set(files) - known)
+    if unknown:
+        raise RefusalScopeError(
+            f"unknown prompt split(s) {', '.join(unknown)} in prompts.files; name them "
+            "harmful_ or harmless_ followed by train, val or test"
+        )
     for side in ("harmful", "harmless"):
         for split in ("train", "test"):
             if f"{side}_{split}" not in files:
@@ -186,6 +262,12 @@ def check_prompt_sources(cfg: PromptConfig) -> dict[str, str]:
         if not Path(path).expanduser().is_file():
             raise RefusalScopeError(f"prompt file for {name} ({path}) does not exist")
     return files
+
+
+def check_prompt_files(cfg: PromptConfig) -> dict[str, int]:
+    """Load and check every configured prompt file, without a model: the number of
+    prompts each split will use (before filtering)."""
+    return {name: len(prompts) for name, prompts in _file_splits(cfg).items()}
 
 
 def _file_splits(cfg: PromptConfig) -> dict[str, list[Prompt]]:
@@ -200,6 +282,12 @@ def _file_splits(cfg: PromptConfig) -> dict[str, list[Prompt]]:
         }
         if "val" not in loaded:  # carve val out of train, deterministically
             train = loaded["train"][:]
+            if len(train) <= cfg.n_val:
+                raise RefusalScopeError(
+                    f"{files[f'{side}_train']} has {len(train)} prompts, and prompts.n_val="
+                    f"{cfg.n_val} of them are set aside for validation, leaving none to train "
+                    f"on; add a {side}_val file or lower prompts.n_val"
+                )
             rng.shuffle(train)
             loaded["val"], loaded["train"] = train[: cfg.n_val], train[cfg.n_val :]
         for s, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test)):
@@ -220,14 +308,20 @@ def compute_prompts(
     judge: Judge,
     organism_splits: dict[str, list[Prompt]] | None = None,
     batch_size: int = 32,
+    max_new_tokens: int | None = None,
 ) -> PromptSplits:
-    """Load the splits, filter train/val by behaviour and detect the refusal token."""
+    """Load the splits, filter train/val by behaviour and detect the refusal token.
+
+    ``max_new_tokens``: the longest generation any later stage makes from these prompts
+    (default ``cfg.filter_max_new_tokens``); every prompt plus that must fit the model.
+    """
     if cfg.files or cfg.dataset_dir:
         splits = _file_splits(cfg)
     elif organism_splits is not None:
         splits = _organism_splits(cfg, organism_splits)
     else:
         raise RefusalScopeError("no prompts: configure prompts.files or prompts.dataset_dir")
+    check_prompt_lengths(model, splits, max_new_tokens or cfg.filter_max_new_tokens)
     dropped: dict[str, int] = {}
     first_tokens: Counter[int] = Counter()
     for name in [n for n in splits if not n.endswith("_test")]:
@@ -262,6 +356,35 @@ def compute_prompts(
         refusal_token=ref,
         refusal_token_text=model.tokenizer.decode([ref]) if ref is not None else None,
     )
+
+
+def check_prompt_lengths(
+    model: ChatModel, splits: dict[str, list[Prompt]], max_new_tokens: int
+) -> None:
+    """Raise if a chat-formatted prompt plus ``max_new_tokens`` exceeds the model's
+    positions. Only prompts long enough in UTF-8 bytes are tokenized: no tokenizer makes
+    more tokens than bytes, besides a BOS and a leading-space piece."""
+    limit = model.max_positions
+    if limit is None:
+        return
+    budget = limit - max_new_tokens
+    if budget <= 0:
+        raise RefusalScopeError(
+            f"max_new_tokens={max_new_tokens} leaves no room for a prompt in {model.name}'s "
+            f"{limit} positions; lower max_new_tokens"
+        )
+    overhead = len(model.format("").encode()) + 2
+    for name, prompts in splits.items():
+        for i, p in enumerate(prompts):
+            if len(p.instruction.encode()) + overhead <= budget:
+                continue
+            n = model.tokenize([p.instruction]).input_ids.shape[1]
+            if n > budget:
+                raise RefusalScopeError(
+                    f"prompt {i} of {name} ({p.instruction[:60]!r}...) is {n} tokens; with "
+                    f"max_new_tokens={max_new_tokens} that exceeds the {limit} positions of "
+                    f"{model.name}. Shorten or remove that prompt in its file."
+                )
 
 
 def check_nonempty(splits: dict[str, Sequence[Prompt]]) -> None:
