@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from refusalscope.attribution import AttributionConfig
 from refusalscope.candidates import CandidateConfig
@@ -15,7 +16,14 @@ from refusalscope.direction import DirectionConfig
 from refusalscope.errors import RefusalScopeError
 from refusalscope.evaluate import EvalConfig
 from refusalscope.outputs import write_outputs
-from refusalscope.pipeline import STAGES, RunConfig, SAESourceConfig, run_pipeline
+from refusalscope.pipeline import (
+    STAGES,
+    ModelConfig,
+    RunConfig,
+    SAESourceConfig,
+    load_context,
+    run_pipeline,
+)
 from refusalscope.prompts import PromptConfig
 from tests.conftest import tiny_organism_config
 
@@ -188,3 +196,70 @@ def test_empty_split_after_filtering_is_an_error(tiny_organism, tmp_path):
     prompts = PromptConfig(files=files, n_train=4, n_val=1, n_test=2, filter_max_new_tokens=8)
     with pytest.raises(RefusalScopeError, match="empty after filtering"):
         run_pipeline(small_run(prompts=prompts, judge="substring"))
+
+
+def _copy_model_and_saes(organism, root):
+    shutil.copytree(organism.model_path, root / "model")
+    for layer, path in organism.sae_paths.items():
+        shutil.copytree(path, root / f"sae{layer}")
+    splits = root / "splits"
+    splits.mkdir()
+    for name, prompts in organism.data().splits.items():
+        rows = [{"instruction": p.instruction, "category": p.category} for p in prompts]
+        (splits / f"{name}.json").write_text(json.dumps(rows))
+    return small_run(
+        model=ModelConfig(path=str(root / "model")),
+        saes=SAESourceConfig(folders={l: str(root / f"sae{l}") for l in organism.sae_paths}),
+        prompts=dataclasses.replace(small_run().prompts, dataset_dir=str(root)),
+        judge="organism",
+    )
+
+
+def test_cache_keys_follow_contents_not_paths(tiny_organism, tmp_path):
+    """Moving the model and SAEs keeps every key; other weights at the same path change
+    the model's (and so every stage's) or the SAEs' (candidates on) key."""
+    cfg = _copy_model_and_saes(tiny_organism, tmp_path / "a")
+    a = load_context(cfg)
+    moved = load_context(_copy_model_and_saes(tiny_organism, tmp_path / "b"))
+    assert (moved.model_key, moved.sae_keys) == (a.model_key, a.sae_keys)
+
+    weights = tmp_path / "a" / "model" / "model.safetensors"
+    tensors = load_file(weights)
+    name = next(k for k in tensors if k.endswith("mlp.up_proj.weight"))
+    tensors[name] = tensors[name] * 1.01  # same shapes, same size, same path
+    save_file(tensors, weights, metadata={"format": "pt"})
+    swapped = load_context(cfg)
+    assert swapped.model_key != a.model_key and swapped.sae_keys == a.sae_keys
+
+    sae_file = tmp_path / "a" / "sae1" / "sae_weights.safetensors"
+    sae = load_file(sae_file)
+    sae["W_dec"] = sae["W_dec"].flip(0)
+    save_file(sae, sae_file)
+    assert load_context(cfg).sae_keys[1] != a.sae_keys[1]
+
+
+def test_a_nan_in_an_sae_fails_before_any_stage(tiny_organism, tmp_path, organism_cache):
+    cfg = _copy_model_and_saes(tiny_organism, tmp_path)
+    sae_file = tmp_path / "sae1" / "sae_weights.safetensors"
+    sae = load_file(sae_file)
+    sae["W_dec"][3, 7] = float("nan")
+    save_file(sae, sae_file)
+    before = sorted((organism_cache / "runs").rglob("_COMPLETE.json"))
+    with pytest.raises(RefusalScopeError, match="layer 1.*W_dec"):
+        run_pipeline(cfg)
+    assert sorted((organism_cache / "runs").rglob("_COMPLETE.json")) == before
+
+
+def test_a_full_disk_while_writing_outputs_keeps_the_previous_set(first_run, monkeypatch):
+    from refusalscope import outputs
+
+    res, out = first_run
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs, "write_jsonl", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_outputs(res, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

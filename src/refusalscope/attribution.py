@@ -28,7 +28,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from .candidates import check_candidate_scores, check_scores
 from .config import require
+from .direction import check_direction_finite
 from .errors import RefusalScopeError
 from .hooks import EMBED, Capture, EditContext, Intervention
 from .interventions import AblateDirection
@@ -246,6 +248,7 @@ def compute_attribution(
     if len(prompts) == 0:
         raise RefusalScopeError("no prompts to attribute (empty harmful split after filtering?)")
     direction = model.check_direction(direction.to(model.device))
+    check_direction_finite(direction, "LA-IG attribution")
     layers = saes.layers
     cand_by_layer = {l: candidates[candidates[:, 0] == l, 1] for l in layers}
     n, n_cand = len(prompts), len(candidates)
@@ -273,6 +276,8 @@ def compute_attribution(
             if cfg.all_latents:
                 all_top[i], all_top_score[i] = top_pairs[j], top_vals[j]
     ids, mask = _left_pad(per_prompt["ids"], model.pad_id), _left_pad(per_prompt["mask"], False)
+    all_mean = {l: s / n for l, s in all_sum.items()}
+    _check_attribution(score, candidates, all_mean)
     return AttributionResult(
         candidates=candidates,
         score=score,
@@ -284,8 +289,15 @@ def compute_attribution(
         metric_patch=m_patch,
         all_top=all_top,
         all_top_score=all_top_score,
-        all_mean={l: s / n for l, s in all_sum.items()},
+        all_mean=all_mean,
     )
+
+
+def _check_attribution(score: Tensor, candidates: FeatureList, all_mean: dict[int, Tensor]) -> None:
+    """Stop on a non-finite score before F* or AP rank it (a NaN would come first)."""
+    check_candidate_scores(score, candidates, "LA-IG attribution")
+    per_layer = {f"the all-latent mean scores of layer {l}": m for l, m in all_mean.items()}
+    check_scores(per_layer, "LA-IG attribution")
 
 
 def _place_by_candidate(candidates: Tensor, layers: list[int], cols: list[Tensor]) -> Tensor:

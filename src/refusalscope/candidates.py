@@ -6,6 +6,7 @@ cosine with the refusal direction ``r_l*`` (the same direction for every layer).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -13,7 +14,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .config import require
-from .errors import RefusalScopeError
+from .direction import check_direction_finite
+from .errors import RefusalScopeError, check_finite
 from .saes import SAESet
 from .types import FeatureList
 
@@ -45,11 +47,41 @@ def decoder_cosines(saes: SAESet, layer: int, direction: Tensor) -> Float[Tensor
     return (rows @ r) / (rows.norm(dim=-1).clamp(min=1e-12) * r.norm().clamp(min=1e-12))
 
 
+def check_scores(
+    scores: Mapping[str, Tensor],
+    stage: str,
+    at: Callable[[tuple[int, ...]], str] = lambda i: f"latent {i[-1]}",
+) -> None:
+    """Raise before ranking if a score is not finite: a NaN would sort first and be
+    reported as the top latent. ``at`` names the first bad index (default: a latent)."""
+    check_finite(
+        scores,
+        stage,
+        "it comes from a non-finite activation (float16 overflow? load the model in "
+        "float32) or a corrupt cached stage (rerun with --force on the stage before)",
+        at=at,
+    )
+
+
+def check_candidate_scores(
+    score: Float[Tensor, "prompt cand"], candidates: FeatureList, stage: str
+) -> None:
+    """``check_scores`` for per-prompt scores of ``candidates``."""
+
+    def at(i: tuple[int, ...]) -> str:
+        layer, latent = candidates[i[1]].tolist()
+        return f"prompt {i[0]}, layer {layer} latent {latent}"
+
+    check_scores({"the candidate scores": score}, stage, at)
+
+
 def compute_candidates(saes: SAESet, direction: Tensor, cfg: CandidateConfig) -> CandidateResult:
     """Top-``k`` latents per layer by signed decoder cosine with ``direction``."""
+    check_direction_finite(direction, "the candidate pre-filter")
     feats, cos = [], []
     for layer in saes.layers:
         c = decoder_cosines(saes, layer, direction).cpu()
+        check_scores({f"the decoder cosines of layer {layer}": c}, "the candidate pre-filter")
         if cfg.k_per_layer > c.numel():
             raise RefusalScopeError(
                 f"candidates.k_per_layer={cfg.k_per_layer} exceeds the SAE width "

@@ -12,11 +12,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from .config import require
-from .errors import RefusalScopeError
+from .errors import RefusalScopeError, check_finite
 from .interventions import AblateDirection
 from .judges import Judge
 from .model import ChatModel
@@ -76,7 +77,33 @@ def diff_in_means(
     layers = list(range(model.n_layers))
     pos = model.capture(harmful, layers, batch_size=batch_size).acts.mean(0)
     neg = model.capture(harmless, layers, batch_size=batch_size).acts.mean(0)
-    return pos - neg
+    r = pos - neg
+    if model.dtype in (torch.float16, torch.bfloat16):
+        fix = (
+            f"the model produced non-finite activations, most likely an overflow in "
+            f"{str(model.dtype).removeprefix('torch.')}; load it with dtype float32 (or "
+            "bfloat16 rather than float16)"
+        )
+    else:
+        fix = "the model produced non-finite activations even in float32: check its weights"
+    check_finite(
+        {"the mean over harmful prompts": pos, "the mean over harmless prompts": neg, "r": r},
+        f"the difference in means on {model.name}",
+        fix,
+        at=lambda i: f"layer {i[0]}, dimension {i[1]}",
+    )
+    return r
+
+
+def check_direction_finite(direction: Tensor, stage: str) -> None:
+    """Raise unless the refusal direction handed to ``stage`` is finite."""
+    check_finite(
+        {"the refusal direction": direction},
+        stage,
+        "the direction was computed from non-finite activations or its cached file is "
+        "corrupt; recompute it (`refusalscope run --force direction`, model dtype float32)",
+        at=lambda i: f"dimension {i[0]}",
+    )
 
 
 def behaviour_rates(
@@ -183,6 +210,7 @@ __all__ = [
     "DirectionResult",
     "ablation_sweep",
     "behaviour_rates",
+    "check_direction_finite",
     "compute_direction",
     "diff_in_means",
     "projection_precheck",

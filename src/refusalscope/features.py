@@ -19,7 +19,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .attribution import AttributionResult
-from .candidates import decoder_cosines
+from .candidates import check_candidate_scores, check_scores, decoder_cosines
+from .direction import check_direction_finite
 from .errors import RefusalScopeError
 from .hooks import Capture
 from .model import ChatModel
@@ -58,6 +59,7 @@ def per_prompt_top(
 ) -> list[FeatureList]:
     """Each prompt's top-``k`` candidates by its own score."""
     check_k(k, len(candidates), "candidate pool")
+    check_candidate_scores(score, candidates, "F*")
     idx = score.topk(k, dim=1).indices
     return [candidates[row] for row in idx]
 
@@ -67,12 +69,14 @@ def global_top(
 ) -> tuple[FeatureList, Tensor]:
     """Top-``k`` candidates by the mean score over prompts."""
     check_k(k, len(candidates), "candidate pool")
+    check_candidate_scores(score, candidates, "F*")
     top = score.mean(0).topk(k)
     return candidates[top.indices], top.values
 
 
-def _top_pairs(per_layer: dict[int, Tensor], k: int) -> tuple[FeatureList, Tensor]:
+def _top_pairs(per_layer: dict[int, Tensor], k: int, method: str) -> tuple[FeatureList, Tensor]:
     """Top-``k`` (layer, latent) pairs of per-layer score vectors, across layers."""
+    check_scores({f"the scores of layer {l}": s for l, s in sorted(per_layer.items())}, method)
     layers = sorted(per_layer)
     pool = sum(per_layer[l].numel() for l in layers)
     check_k(k, pool, "number of SAE latents")
@@ -87,7 +91,8 @@ def _top_pairs(per_layer: dict[int, Tensor], k: int) -> tuple[FeatureList, Tenso
 
 def cossim_features(saes: SAESet, direction: Tensor, k: int) -> tuple[FeatureList, Tensor]:
     """CosSim baseline: top-``k`` by signed decoder cosine with r̂ over all layers."""
-    return _top_pairs({l: decoder_cosines(saes, l, direction) for l in saes.layers}, k)
+    check_direction_finite(direction, "CosSim")
+    return _top_pairs({l: decoder_cosines(saes, l, direction) for l in saes.layers}, k, "CosSim")
 
 
 @torch.no_grad()
@@ -128,7 +133,7 @@ def actdiff_features(
     """ActDiff baseline: top-``k`` by mean max-activation difference, harmful − harmless."""
     pos = mean_max_activations(model, saes, harmful, batch_size=batch_size)
     neg = mean_max_activations(model, saes, harmless, batch_size=batch_size)
-    return _top_pairs({l: pos[l] - neg[l] for l in saes.layers}, k)
+    return _top_pairs({l: pos[l] - neg[l] for l in saes.layers}, k, "ActDiff")
 
 
 def ap_features(attr: AttributionResult, k: int) -> tuple[list[FeatureList], FeatureList]:
@@ -137,7 +142,7 @@ def ap_features(attr: AttributionResult, k: int) -> tuple[list[FeatureList], Fea
         raise RefusalScopeError("AP needs attribution.all_latents = true")
     check_k(k, attr.all_top.shape[1], "kept all-latent scores (attribution.all_latents_keep)")
     per_prompt = [row[:k] for row in attr.all_top]
-    glob, _ = _top_pairs(attr.all_mean, k)
+    glob, _ = _top_pairs(attr.all_mean, k, "AP")
     return per_prompt, glob
 
 
@@ -168,7 +173,7 @@ def compute_features(
         model, saes, harmful, harmless, k_max, batch_size
     )
     if train.all_top is not None:
-        glob["ap"], scores["ap"] = _top_pairs(train.all_mean, k_max)
+        glob["ap"], scores["ap"] = _top_pairs(train.all_mean, k_max, "AP")
     if not prompt_sets["ap"]:
         del prompt_sets["ap"]
     return FeatureSets(prompt_sets, glob, scores)

@@ -22,7 +22,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .errors import RefusalScopeError
+from .errors import RefusalScopeError, check_finite
 from .hooks import EMBED, Capture, Intervention, hooked
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,17 @@ def check_dtype(name: str, what: str = "dtype") -> torch.dtype:
     if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
         raise RefusalScopeError(f"unknown {what} {name!r}; use float32, bfloat16 or float16")
     return torch_dtype
+
+
+def _check_weights(model: nn.Module, source: str, dtype: torch.dtype) -> None:
+    """Stop at load on a NaN/inf weight: the model would still run, into garbage."""
+    fix = (
+        f"the weights in {source} are corrupt or came from a diverged training run; "
+        "re-download or re-save them"
+    )
+    if dtype == torch.float16:
+        fix += " (if they are fine in float32, they overflow float16: load with dtype bfloat16)"
+    check_finite(dict(model.named_parameters()), f"model {source}", fix)
 
 
 @contextmanager
@@ -210,6 +221,7 @@ class ChatModel:
             )
             raise RefusalScopeError(f"could not load {name_or_path!r}: {hint}. ({e})") from e
         model.to(dev)
+        _check_weights(model, source, dt)
         log.info("loaded %s on %s in %s", name_or_path, dev, dt)
         return cls(model, tokenizer, name=name_or_path, system_prompt=system_prompt)
 
@@ -241,6 +253,19 @@ class ChatModel:
         """Characters the template puts before the user text (same for every prompt)."""
         a, b = self.format("A"), self.format("B")
         return len(commonprefix([a, b]))
+
+    @property
+    def max_positions(self) -> int | None:
+        """Longest sequence (prompt + generation) the model takes: the config's
+        ``max_position_embeddings``, else the tokenizer's ``model_max_length``; None if
+        neither is a plausible length (tokenizers without one report 1e30)."""
+        cfg = getattr(self.hf, "config", None)
+        cfg = getattr(cfg, "text_config", None) or cfg
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        for n in (getattr(cfg, "max_position_embeddings", None), tok_max):
+            if isinstance(n, int) and 0 < n < 10**7:
+                return n
+        return None
 
     # ------------------------------------------------------------- formatting
     def format(self, instruction: str) -> str:

@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .errors import RefusalScopeError
+from .errors import RefusalScopeError, check_finite
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,20 @@ def _check_affine(sae, where: str) -> None:
         )
     if getattr(sae.cfg, "reshape_activations", "none") != "none":
         raise RefusalScopeError(f"SAE {where} reshapes activations (hook_z); use a residual SAE")
+
+
+def _corrupt_weights_fix(source: str) -> str:
+    """What to do about non-finite weights loaded from ``source`` (folder or release id)."""
+    cause = "is corrupt or came from a diverged training run"
+    if Path(source).is_dir():
+        from sae_lens.constants import SAE_WEIGHTS_FILENAME
+
+        weights = Path(source) / SAE_WEIGHTS_FILENAME
+        return f"the weights file {weights} {cause}; re-download or retrain it"
+    return (
+        f"the downloaded release {cause}; delete its files from the Hugging Face cache "
+        "(~/.cache/huggingface/hub) and load it again, or use another release"
+    )
 
 
 @dataclass
@@ -151,6 +165,11 @@ class SAESet:
             raise RefusalScopeError("no SAEs given: configure at least one layer")
         for layer, sae in saes.items():
             _check_affine(sae, sources[layer])
+            check_finite(
+                dict(sae.named_parameters()),
+                f"SAE for layer {layer} ({sources[layer]})",
+                _corrupt_weights_fix(sources[layer]),
+            )
             sae.eval()
             for p in sae.parameters():
                 p.requires_grad_(False)
