@@ -300,9 +300,9 @@ def test_k_star_larger_than_the_pool_is_refused_before_loading(monkeypatch):
     from refusalscope.config import from_dict
 
     monkeypatch.setattr(pipeline, "build_organism", lambda *a, **k: pytest.fail("loaded"))
-    cfg = from_dict(pipeline.RunConfig, {"evaluation": {"k_star": 61}})
-    with pytest.raises(RefusalScopeError, match="k_star = 61: larger than .* pool of 60"):
+    cfg = from_dict(pipeline.RunConfig, {"evaluation": {"k_star": 61, "use_sweep": False}})
+    with pytest.raises(RefusalScopeError, match="k_star = 61 is larger than .* pool of 60"):
         pipeline.load_context(cfg)
-    cfg = from_dict(pipeline.RunConfig, {"candidates": {"k_per_layer": 5}})
-    with pytest.raises(RefusalScopeError, match="sweep_k up to 50: larger than .* pool of 30"):
-        pipeline.load_context(cfg)
+    raw = {"candidates": {"k_per_layer": 5}, "evaluation": {"sweep_k": [40, 50]}}
+    with pytest.raises(RefusalScopeError, match=r"sweep_k \[40, 50\] is larger .* pool of 30"):
+        pipeline.load_context(from_dict(pipeline.RunConfig, raw))

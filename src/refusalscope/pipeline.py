@@ -199,18 +199,25 @@ def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
 
 
 def _check_pool(cfg: RunConfig) -> None:
-    """k* and the sweep's k values must fit the candidate pool (SAE layers × k per layer)."""
+    """The K* in use must fit the candidate pool (SAE layers × k per layer): the fixed
+    ``k_star``, or at least one value of the sweep (larger ones are skipped)."""
     n_layers = len(cfg.saes.folders or cfg.saes.ids or {}) or cfg.organism.model.n_layers
     pool = n_layers * cfg.candidates.k_per_layer
     ev = cfg.evaluation
-    too_big = [f"evaluation.k_star = {ev.k_star}"] if ev.k_star > pool else []
-    if max(ev.sweep_k) > pool:
-        too_big.append(f"evaluation.sweep_k up to {max(ev.sweep_k)}")
-    if too_big:
+    if ev.use_sweep:
+        fits = [k for k in ev.sweep_k if k <= pool]
+        what = f"every value of evaluation.sweep_k {list(ev.sweep_k)} is"
+        if fits and len(fits) < len(ev.sweep_k):
+            skipped = [k for k in ev.sweep_k if k > pool]
+            log.warning("the sweep skips K* = %s, above the candidate pool of %d", skipped, pool)
+    else:
+        fits = [ev.k_star] if ev.k_star <= pool else []
+        what = f"evaluation.k_star = {ev.k_star} is"
+    if not fits:
         raise RefusalScopeError(
-            f"{' and '.join(too_big)}: larger than the candidate pool of {pool} latents "
-            f"({n_layers} SAE layers × candidates.k_per_layer = {cfg.candidates.k_per_layer}); "
-            f"lower them to at most {pool}, or raise candidates.k_per_layer"
+            f"{what} larger than the candidate pool of {pool} latents ({n_layers} SAE "
+            f"layers × candidates.k_per_layer = {cfg.candidates.k_per_layer}); lower it to at "
+            f"most {pool}, or raise candidates.k_per_layer"
         )
 
 
