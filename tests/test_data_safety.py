@@ -160,7 +160,8 @@ def test_a_full_disk_while_writing_leaves_the_previous_set_intact(tmp_path):
     out = tmp_path / "out"
     _write_set(out, "one")
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    with pytest.raises(OSError, match="No space"), output_folder(out, "run") as tmp:
+    full = pytest.raises(RefusalScopeError, match="No space.*previous contents .* unchanged")
+    with full, output_folder(out, "run") as tmp:
         (tmp / "attribution.safetensors").write_text("two")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

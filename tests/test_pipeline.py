@@ -260,6 +260,6 @@ def test_a_full_disk_while_writing_outputs_keeps_the_previous_set(first_run, mon
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(outputs, "write_jsonl", disk_full)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(RefusalScopeError, match="No space left on device. The previous"):
         write_outputs(res, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -326,10 +326,15 @@ def output_folder(
     out.mkdir(parents=True, exist_ok=True)
     clean_stale(out)
     tmp = temp_path(out / kind)
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         yield tmp
         _swap_in(tmp, out, kind, last)
+    except OSError as e:
+        raise RefusalScopeError(
+            f"could not write the {kind} output to {out}: {e.strerror or e}. The previous "
+            "contents of the folder are unchanged; fix that and rerun the same command"
+        ) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
