@@ -307,3 +307,30 @@ def test_k_star_larger_than_the_pool_is_refused_before_loading(monkeypatch):
     raw = {"candidates": {"k_per_layer": 5}, "evaluation": {"sweep_k": [40, 50]}}
     with pytest.raises(RefusalScopeError, match=r"sweep_k \[40, 50\] is larger .* pool of 30"):
         pipeline.load_context(from_dict(pipeline.RunConfig, raw))
+
+
+def _save_over_the_limit(path: str, queue) -> None:
+    import resource
+
+    import torch
+
+    from refusalscope.cache import save_tensors
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+    try:
+        save_tensors(Path(path), {"a": torch.zeros(10_000)})
+        queue.put("written")
+    except OSError as e:
+        queue.put(f"OSError: {e}")
+
+
+def test_a_safetensors_write_failure_is_an_os_error(tmp_path):
+    """safetensors reports I/O errors as its own exception type; the output swap only
+    turns OSErrors into the clear full-disk message."""
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_save_over_the_limit, args=(str(tmp_path / "t.safetensors"), queue))
+    child.start()
+    child.join(30)
+    assert queue.get(timeout=5).startswith("OSError: t.safetensors: ")
+    assert list(tmp_path.iterdir()) == []

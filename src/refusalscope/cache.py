@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import RefusalScopeError
@@ -474,6 +475,8 @@ def save_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
         tmp.replace(path)
+    except SafetensorError as e:  # an I/O error (full disk) inside safetensors
+        raise OSError(f"{path.name}: {e}") from e
     finally:
         tmp.unlink(missing_ok=True)
 
