@@ -220,8 +220,10 @@ wait $p1; echo "first rc=$?"; wait $p2; echo "second rc=$?"
 cached C1/results.json; cached C2/results.json
 tr '\r' '\n' <c2.err | grep -m3 "waiting for another" | cut -c1-200
 config "$W/model2" "$W/saes2" "$W/data" "seed = 2" >seed2.toml
+set -m  # a job-controlled background job: it gets SIGINT like a foreground one would
 refusalscope run --config seed2.toml --out S >s.out 2>s.err &
 pid=$!
+set +m
 sleep 15 && kill -INT $pid
 wait $pid; echo "rc=$?"
 tr '\r' '\n' <s.err | grep -v '%|' | grep -v '^\s*$' | tail -n 1

@@ -284,7 +284,7 @@ def test_over_long_prompts_are_refused_in_tokens(tmp_path, tiny_chat_model):
     check_prompt_lengths(model, {"harmful_train": [short, words]}, max_new_tokens=32)
     long = Prompt("zq" * 400)
     with pytest.raises(
-        RefusalScopeError, match=r"prompt 1 of harmless_test .* is \d+ tokens.*256 pos"
+        RefusalScopeError, match=r"a harmless_test prompt \('zqzq.* is \d+ tokens.*256 pos"
     ):
         check_prompt_lengths(model, {"harmful_train": [short], "harmless_test": [short, long]}, 32)
     with pytest.raises(RefusalScopeError, match="max_new_tokens=300 leaves no room"):
@@ -295,5 +295,5 @@ def test_compute_prompts_refuses_long_prompts_before_generating(tmp_path, tiny_c
     files = _split_files(tmp_path, n=3)
     Path(files["harmful_val"]).write_text(json.dumps(["a", "bread " * 2000]))
     cfg = PromptConfig(files=files, n_train=3, n_val=3, n_test=3)
-    with pytest.raises(RefusalScopeError, match="prompt .* of harmful_val .*Shorten or remove"):
+    with pytest.raises(RefusalScopeError, match="a harmful_val prompt .*Shorten or remove"):
         compute_prompts(tiny_chat_model, cfg, judge=None)  # the judge is never reached

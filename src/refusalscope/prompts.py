@@ -375,13 +375,13 @@ def check_prompt_lengths(
         )
     overhead = len(model.format("").encode()) + 2
     for name, prompts in splits.items():
-        for i, p in enumerate(prompts):
+        for p in prompts:
             if len(p.instruction.encode()) + overhead <= budget:
                 continue
             n = model.tokenize([p.instruction]).input_ids.shape[1]
             if n > budget:
                 raise RefusalScopeError(
-                    f"prompt {i} of {name} ({p.instruction[:60]!r}...) is {n} tokens; with "
+                    f"a {name} prompt ({p.instruction[:60]!r}...) is {n} tokens; with "
                     f"max_new_tokens={max_new_tokens} that exceeds the {limit} positions of "
                     f"{model.name}. Shorten or remove that prompt in its file."
                 )
