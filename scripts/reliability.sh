@@ -210,7 +210,8 @@ sed -i 's/^k_star = "5"$/k_star = 5/; s/^max_new_tokens = 32$/max_new_tokens = "
 show refusalscope run --config k.toml --out Rk
 
 title "6. two runs of one new config at once; Ctrl-C and resume"
-config "$W/model2" "$W/saes2" "$W/data" "seed = 1" >seed1.toml
+fresh=$(($(date +%s) % 100000))  # prompt seeds no earlier trial has cached
+config "$W/model2" "$W/saes2" "$W/data" "seed = $fresh" >seed1.toml
 refusalscope run --config seed1.toml --out C1 >c1.out 2>c1.err &
 p1=$!
 sleep 2
@@ -219,7 +220,7 @@ p2=$!
 wait $p1; echo "first rc=$?"; wait $p2; echo "second rc=$?"
 cached C1/results.json; cached C2/results.json
 tr '\r' '\n' <c2.err | grep -m3 "waiting for another" | cut -c1-200
-config "$W/model2" "$W/saes2" "$W/data" "seed = 2" >seed2.toml
+config "$W/model2" "$W/saes2" "$W/data" "seed = $((fresh + 1))" >seed2.toml
 set -m  # a job-controlled background job: it gets SIGINT like a foreground one would
 refusalscope run --config seed2.toml --out S >s.out 2>s.err &
 pid=$!
