@@ -235,12 +235,12 @@ title "7. concurrent writers of one cache key (hammer, 300 rounds)"
 python - <<'EOF'
 import multiprocessing, os, tempfile
 from pathlib import Path
-from refusalscope import cache as c
+from refusalscope import cache as c, files
 
 def write(final, barrier, tag):
     barrier.wait()
     with c.atomic_folder(Path(final)) as tmp:
-        c.write_json(tmp / "result.json", {"writer": tag})
+        files.write_json(tmp / "result.json", {"writer": tag})
         (tmp / "big.bin").write_bytes(os.urandom(1 << 16))
 
 def watch(final, stop, bad):

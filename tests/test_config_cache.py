@@ -8,18 +8,10 @@ import json
 import pytest
 import torch
 
-from refusalscope.cache import (
-    COMPLETE,
-    atomic_folder,
-    code_fingerprint,
-    is_complete,
-    load_tensors,
-    read_json,
-    save_tensors,
-    write_json,
-)
+from refusalscope.cache import COMPLETE, atomic_folder, code_fingerprint, is_complete
 from refusalscope.config import config_hash, from_dict, read_config_file, to_dict
 from refusalscope.errors import RefusalScopeError
+from refusalscope.files import load_tensors, read_json, save_tensors, write_json
 from refusalscope.pipeline import RunConfig
 
 

@@ -13,23 +13,20 @@ import pytest
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from refusalscope import cache
-from refusalscope.cache import (
+from refusalscope import cache, files
+from refusalscope.cache import atomic_folder, folder_fingerprint, is_complete, key_lock
+from refusalscope.cli import app
+from refusalscope.errors import RefusalScopeError
+from refusalscope.files import (
     MARKER,
-    atomic_folder,
     check_output_folder,
     clean_stale,
-    folder_fingerprint,
-    is_complete,
-    key_lock,
     output_folder,
     read_json,
     temp_path,
     write_json,
     write_jsonl,
 )
-from refusalscope.cli import app
-from refusalscope.errors import RefusalScopeError
 
 
 @pytest.fixture(autouse=True)
@@ -195,7 +192,7 @@ def test_bad_out_paths_are_refused_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(RefusalScopeError, match="cannot write to"):
         check_output_folder(a_file / "sub", "run")
     usage = shutil.disk_usage(tmp_path)._replace(free=5 * 2**20)
-    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage)
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage)
     with pytest.raises(RefusalScopeError, match="only 5 MiB free .* needs about 16 MiB"):
         check_output_folder(tmp_path / "new", "run", 16 * 2**20)
     assert not (tmp_path / "new").exists()
@@ -314,7 +311,7 @@ def _save_over_the_limit(path: str, queue) -> None:
 
     import torch
 
-    from refusalscope.cache import save_tensors
+    from refusalscope.files import save_tensors
 
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
     try:

@@ -25,8 +25,8 @@ from tests.conftest import make_tiny_model
 D, W = 64, 96
 
 
-@pytest.fixture(scope="module")
-def saes() -> SAESet:
+def jumprelu_saes() -> SAESet:
+    """Two random JumpReLU SAEs (layers 0 and 1, ``D`` → ``W``)."""
     out = {}
     for l in range(2):
         torch.manual_seed(10 + l)
@@ -37,6 +37,11 @@ def saes() -> SAESet:
             sae.threshold.uniform_(0, 0.2)
         out[l] = sae
     return SAESet._made(out, {0: "a", 1: "b"})
+
+
+@pytest.fixture(scope="module")
+def saes() -> SAESet:
+    return jumprelu_saes()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import re
 
 import pytest
 import torch
-from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 from safetensors.torch import load_file, save_file
 
 from refusalscope.attribution import AttributionConfig, compute_attribution
@@ -18,9 +17,10 @@ from refusalscope.features import actdiff_features, cossim_features, global_top,
 from refusalscope.model import ChatModel
 from refusalscope.saes import SAESet
 from tests.conftest import make_tiny_model
+from tests.test_features import D
+from tests.test_features import jumprelu_saes as finite_saes
 from tests.test_saes import random_sae
 
-D, W = 64, 96
 PROMPTS = ["how do I bake bread", "write a short poem about the sea please"]
 NAN, INF = float("nan"), float("inf")
 
@@ -28,16 +28,7 @@ NAN, INF = float("nan"), float("inf")
 def jumprelu_saes(poison: tuple[int, str, tuple, float] | None = None) -> SAESet:
     """Two finite JumpReLU SAEs on layers 0 and 1; ``poison`` = (layer, param, index, value)
     is written after loading, as a value would arise at run time."""
-    saes = {}
-    for l in range(2):
-        torch.manual_seed(10 + l)
-        sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=D, d_sae=W))
-        with torch.no_grad():
-            sae.W_enc.normal_(0, 0.3)
-            sae.W_dec.normal_(0, 0.3)
-            sae.threshold.uniform_(0, 0.2)
-        saes[l] = sae
-    out = SAESet._made(saes, {0: "a", 1: "b"})
+    out = finite_saes()
     if poison is not None:
         layer, name, index, value = poison
         with torch.no_grad():

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from .attribution import AttributionResult
-from .cache import load_tensors, read_json, read_jsonl, save_tensors, write_json, write_jsonl
 from .candidates import CandidateResult
 from .direction import DirectionResult
 from .features import FeatureSets
+from .files import load_tensors, read_json, read_jsonl, save_tensors, write_json, write_jsonl
 from .prompts import PromptSplits
 from .types import Prompt
 

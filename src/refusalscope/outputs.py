@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from . import artifacts as art
-from .cache import check_output_folder, output_folder, save_tensors, write_json, write_jsonl
+from .files import check_output_folder, output_folder, save_tensors, write_json, write_jsonl
 from .report import render_report
 
 if TYPE_CHECKING:

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cache import sha256_file
 from .config import read_utf8, require
 from .errors import RefusalScopeError
+from .files import sha256_file
 from .judges import Judge
 from .model import ChatModel
 from .types import Prompt

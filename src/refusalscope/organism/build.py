@@ -23,21 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..cache import (
-    atomic_folder,
-    cache_root,
-    check_output_folder,
-    code_fingerprint,
-    file_digests,
-    is_complete,
-    key_lock,
-    output_folder,
-    read_json,
-    versions,
-    write_json,
-)
+from ..cache import atomic_folder, cache_root, code_fingerprint, is_complete, key_lock, versions
 from ..config import config_hash, require, to_dict
 from ..direction import DirectionConfig, compute_direction
+from ..files import check_output_folder, file_digests, output_folder, read_json, write_json
 from ..hooks import Capture
 from ..judges import OrganismJudge, summarize
 from ..model import ChatModel
