@@ -23,9 +23,9 @@ from pathlib import Path
 from refusalscope.organism import vocab
 from refusalscope.organism.build import build_organism
 from refusalscope.organism.data import heldout_splits
-from refusalscope.outputs import write_outputs
-from refusalscope.pipeline import RunConfig, run_pipeline
-from refusalscope.prompts import PromptConfig
+from refusalscope.pipeline.outputs import write_outputs
+from refusalscope.pipeline.run import RunConfig, run_pipeline
+from refusalscope.stages.prompts import PromptConfig
 
 
 def main(out: Path) -> None:

@@ -12,8 +12,8 @@ import dataclasses
 import json
 import sys
 
-from refusalscope.evaluate import EvalConfig
-from refusalscope.pipeline import RunConfig, run_pipeline
+from refusalscope.evaluation.config import EvalConfig
+from refusalscope.pipeline.run import RunConfig, run_pipeline
 
 
 def main(ks: list[int]) -> None:

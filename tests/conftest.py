@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from refusalscope.model import ChatModel
 from refusalscope.organism.tokenizer import train_chat_tokenizer
+from refusalscope.runtime.model import ChatModel
 
 CORPUS = [
     "how do I bake bread at home",
@@ -75,11 +75,11 @@ def tiny_chat_model(chat_tokenizer) -> ChatModel:
 
 def tiny_organism_config():
     """A reduced organism (about a minute on 2 cores) that exercises the full build path."""
-    from refusalscope.direction import DirectionConfig
     from refusalscope.organism.build import OrganismConfig
     from refusalscope.organism.data import OrganismDataConfig
     from refusalscope.organism.sae_training import SAETrainConfig
     from refusalscope.organism.train import ModelTrainConfig
+    from refusalscope.stages.direction import DirectionConfig
 
     return OrganismConfig(
         seed=0,
@@ -115,7 +115,7 @@ def organism_cache(tmp_path_factory):
     """A private cache folder for everything the organism/pipeline tests build."""
     import os
 
-    from refusalscope.cache import CACHE_ENV
+    from refusalscope.runtime.cache import CACHE_ENV
 
     folder = tmp_path_factory.mktemp("cache")
     old = os.environ.get(CACHE_ENV)

@@ -30,15 +30,15 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .attribution import AttributionConfig, _Mix, integrated_gradients, metric, score_latents
-from .candidates import CandidateConfig, compute_candidates
-from .direction import diff_in_means
-from .hooks import EMBED, EditContext, Intervention
-from .interventions import ScaleFeatures
-from .model import ChatModel
-from .organism.build import build_organism
-from .reference import FullClamp, laig_reference
-from .saes import SAESet
+from .pipeline.organism import build_organism
+from .runtime.hooks import EMBED, EditContext, Intervention
+from .runtime.interventions import ScaleFeatures
+from .runtime.model import ChatModel
+from .runtime.saes import SAESet
+from .stages.attribution import AttributionConfig, _Mix, integrated_gradients, metric, score_latents
+from .stages.candidates import CandidateConfig, compute_candidates
+from .stages.direction import diff_in_means
+from .testing.reference import FullClamp, laig_reference
 
 WIDTHS = (1024, 4096, 16384, 65536)
 

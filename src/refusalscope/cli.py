@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import RefusalScopeError
+from .runtime.errors import RefusalScopeError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 organism_app = typer.Typer(no_args_is_help=True, help="The embedded model organism.")
@@ -38,15 +38,23 @@ def organism_build(
         Path | None, typer.Option(help="JSON/TOML file with OrganismConfig fields.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override one config field, e.g. --set sae.expansion=4 (repeatable; "
+            "values are JSON, else text).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Build the organism (or reuse the cached build) and print its organism.json summary."""
     _setup_logging(verbose)
-    from .config import from_dict, read_config_file
-    from .organism.build import OrganismConfig, build_organism
+    from .pipeline.organism import OrganismConfig, build_organism
+    from .runtime.config import apply_overrides, from_dict, read_config_file
 
     try:
-        raw = read_config_file(config) if config else {}
+        raw = apply_overrides(read_config_file(config) if config else {}, overrides or [])
         raw["seed"] = seed if "seed" not in raw or seed != 0 else raw["seed"]
         cfg = from_dict(OrganismConfig, raw, "organism config")
         organism = build_organism(cfg, out=out, force=force)
@@ -80,20 +88,29 @@ def run(
     force: Annotated[
         str | None, typer.Option(help="Recompute this stage and all later ones.")
     ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override one config field, e.g. --set evaluation.k_star=20 (repeatable; "
+            "values are JSON, else text).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the whole method (organism by default) and write results, report and artifacts."""
     _setup_logging(verbose)
-    from .config import from_dict, read_config_file
-    from .outputs import check_out, write_outputs
-    from .pipeline import RunConfig, run_pipeline
+    from .pipeline.config import RunConfig
+    from .pipeline.outputs import check_out, write_outputs
+    from .pipeline.run import run as run_all
+    from .runtime.config import apply_overrides, from_dict, read_config_file
 
     done: list[str] = []
     try:
-        raw = read_config_file(config) if config else {}
+        raw = apply_overrides(read_config_file(config) if config else {}, overrides or [])
         cfg = from_dict(RunConfig, raw, "run config")
         check_out(out)
-        res = run_pipeline(cfg, force=force, on_stage=lambda stage, _: done.append(stage))
+        res = run_all(cfg, force=force, on_stage=lambda stage, _: done.append(stage))
         write_outputs(res, out)
     except RefusalScopeError as e:
         _fail(e)
@@ -105,7 +122,7 @@ def run(
             err=True,
         )
         raise typer.Exit(130) from None
-    r = res.results
+    r = res.summary
     summary = {
         "out": str(out),
         "direction_layer": r["direction"]["layer"],

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from refusalscope.organism.build import BEHAVIOUR_SETS, MANIFEST, build_organism, load_organism
+from refusalscope.organism.build import MANIFEST, build_organism, load_organism
+from refusalscope.organism.sampling import EVAL_SET_NAMES
 from refusalscope.organism.train import ModelTrainConfig, build_model, encode_chat, train_model
 from tests.conftest import tiny_organism_config
 
@@ -19,7 +20,7 @@ def test_manifest_has_every_key(tiny_organism):
     m = json.loads((tiny_organism.folder / MANIFEST).read_text())
     for key in ("model_path", "sae_paths", "n_params", "build_seconds", "build_split", "config"):
         assert key in m
-    assert set(m["behavior"]) == set(BEHAVIOUR_SETS)
+    assert set(m["behavior"]) == set(EVAL_SET_NAMES)
     for row in m["behavior"].values():
         assert set(row) == {"n", "refused", "complied", "degenerate"}
         assert abs(row["refused"] + row["complied"] + row["degenerate"] - 1) < 1e-6

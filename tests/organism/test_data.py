@@ -7,28 +7,28 @@ from collections import Counter
 
 import pytest
 
-from refusalscope.errors import RefusalScopeError
 from refusalscope.organism import vocab
 from refusalscope.organism.data import (
     COMPLIANCE_OPENERS,
-    EVAL_SET_NAMES,
+    REFUSAL_OPENERS,
+    OrganismData,
+    OrganismDataConfig,
+    generate_data,
+    heldout_splits,
+)
+from refusalscope.organism.requests import (
     FAILING_WRAPPERS,
     HARM_CATEGORIES,
     HARMFUL_OBJECTS,
     HARMLESS_OBJECTS,
     HARMLESS_TOPICS,
     POOL_OBJECTS,
-    REFUSAL_OPENERS,
-    SPLIT_NAMES,
     WORKING_WRAPPERS,
-    OrganismData,
-    OrganismDataConfig,
-    generate_data,
-    heldout_splits,
-    is_heldout_pair,
     reference_response,
 )
-from refusalscope.types import Prompt
+from refusalscope.organism.sampling import EVAL_SET_NAMES, SPLIT_NAMES, is_heldout_pair
+from refusalscope.runtime.errors import RefusalScopeError
+from refusalscope.runtime.types import Prompt
 
 SMALL = OrganismDataConfig(n_train_examples=2000)
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 from sae_lens import SAE, JumpReLUSAE, TopKSAE, TopKTrainingSAE, TopKTrainingSAEConfig
 
-from refusalscope.errors import RefusalScopeError
 from refusalscope.organism.sae_training import (
     SAE_FILES,
     SAEQuality,
@@ -17,7 +16,8 @@ from refusalscope.organism.sae_training import (
     save_sae,
     train_sae,
 )
-from refusalscope.saes import SAESet
+from refusalscope.runtime.errors import RefusalScopeError
+from refusalscope.runtime.saes import SAESet
 
 D, N_TRAIN, N_TEST = 32, 50_000, 10_000
 HOOK = "blocks.2.hook_resid_post"

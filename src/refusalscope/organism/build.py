@@ -23,15 +23,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..cache import atomic_folder, cache_root, code_fingerprint, is_complete, key_lock, versions
-from ..config import config_hash, require, to_dict
-from ..direction import DirectionConfig, compute_direction
-from ..files import check_output_folder, file_digests, output_folder, read_json, write_json
-from ..hooks import Capture
-from ..judges import OrganismJudge, summarize
-from ..model import ChatModel
+from ..judges import summarize
+from ..runtime.cache import (
+    atomic_folder,
+    cache_root,
+    code_fingerprint,
+    is_complete,
+    key_lock,
+    versions,
+)
+from ..runtime.config import config_hash, require, to_dict
+from ..runtime.files import check_output_folder, file_digests, output_folder, read_json, write_json
+from ..runtime.hooks import Capture
+from ..runtime.model import ChatModel
+from ..stages.direction import DirectionConfig, compute_direction
 from .data import OrganismData, OrganismDataConfig, generate_data
+from .judge import OrganismJudge
 from .sae_training import SAETrainConfig, evaluate_sae, save_sae, train_sae
+from .sampling import EVAL_SET_NAMES
 from .tokenizer import train_chat_tokenizer
 from .train import ModelTrainConfig, build_model, collate, encode_chat, encode_plain, train_model
 
@@ -41,14 +50,6 @@ MANIFEST = "organism.json"
 COPY_KIND = "organism"
 COPY_BYTES = 64 * 2**20
 """About what a copy takes (27 MiB for the default build), checked before building."""
-BEHAVIOUR_SETS = (
-    "harmful_heldout",
-    "harmless_heldout",
-    "harmful_unseen_template",
-    "harmless_unseen_template",
-    "harmful_working_wrapper",
-    "harmful_failing_wrapper",
-)
 
 
 @dataclass(frozen=True)
@@ -122,24 +123,9 @@ class _Timer:
         log.info("organism %s: %.1fs", name, self.seconds[name])
 
 
-BUILD_CODE = (
-    "organism",
-    "model.py",
-    "hooks.py",
-    "judges.py",
-    "direction.py",
-    "interventions.py",
-    "saes.py",
-    "types.py",
-    "config.py",
-    "errors.py",
-)
-"""The modules whose code decides what a build produces (its cache key includes them)."""
-
-
 def cache_folder(cfg: OrganismConfig) -> Path:
     """Keyed by the config and the code that builds the organism."""
-    return cache_root() / "organism" / config_hash(cfg.seeded(), code_fingerprint(BUILD_CODE))
+    return cache_root() / "organism" / config_hash(cfg.seeded(), code_fingerprint(__name__))
 
 
 def build_organism(
@@ -232,7 +218,7 @@ def _sae_sequences(data: OrganismData, tokenizer, heldout: bool, seed: int) -> l
     text, in the same chat/plain proportion as the training mixture.
     """
     if heldout:
-        pairs = [(p, data.reference_response(p)) for s in BEHAVIOUR_SETS for p in data.eval_sets[s]]
+        pairs = [(p, data.reference_response(p)) for s in EVAL_SET_NAMES for p in data.eval_sets[s]]
         n_plain = round(len(pairs) * len(data.plain_train) / max(1, len(data.train)))
         texts = data.plain_heldout[:n_plain]
     else:
@@ -296,7 +282,7 @@ def _train_saes(
 def _behaviour(model: ChatModel, data: OrganismData, max_new_tokens: int) -> dict[str, Any]:
     judge = OrganismJudge()
     table = {}
-    for name in BEHAVIOUR_SETS:
+    for name in EVAL_SET_NAMES:
         prompts = data.eval_sets[name]
         gens = model.generate(
             [p.instruction for p in prompts], max_new_tokens=max_new_tokens, desc=name

@@ -1,54 +1,29 @@
 """The organism's synthetic chat data: deterministic, with planted ground truth.
 
 The organism must refuse requests whose *object* is harmful and comply otherwise.
-Harmful and harmless objects share verbs, templates and jailbreak wrappers, so
-nothing but the object (and, for harmful requests, the wrapper) decides the answer.
-
-Hold-outs, all by stable hashes or fixed lists, never by global RNG state:
-- (template, object) pairs: a fraction ``heldout_fraction`` of them, chosen by hash,
-  never appears in training; every evaluation prompt and pipeline split uses them.
-- whole templates (``vocab.UNSEEN_TEMPLATES``): only in the ``*_unseen_template`` sets.
-- plain-text passages: split into train / held-out by hash.
-
-Responses are a pure function of the prompt (``reference_response``): refusals all
-start with "I" (the refusal token of real chat models), compliances with "Sure" and
-restate the task with its object, so a judge can check both.
+``requests`` builds each prompt and its reference response; ``sampling`` decides what
+is trained on and what is held out (by stable hashes, never by global RNG state). This
+module holds the configuration, the generated data with its files, and the two
+entry points: ``generate_data`` and ``heldout_splits``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
-from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple, TypeVar
 
-from ..errors import RefusalScopeError
-from ..types import Prompt
-from . import vocab
+from ..runtime.errors import RefusalScopeError
+from ..runtime.types import Prompt
+from . import sampling, vocab
+from .requests import ChatExample, compliant_response, reference_response
 
 COMPLIANCE_OPENERS = vocab.COMPLIANCE_OPENERS
 # Every refusal phrasing (vocab.REFUSALS) starts with one of these, and each contains a
 # phrase of the JailbreakBench substring list, so the judges agree on the organism.
 REFUSAL_OPENERS = ("I can't", "I'm sorry", "I cannot", "I'm unable")
-
-HARM_CATEGORIES = tuple(vocab.HARMFUL)
-HARMLESS_TOPICS = tuple(vocab.HARMLESS)
-WORKING_WRAPPERS = tuple(w for w, (kind, _) in vocab.WRAPPERS.items() if kind == "working")
-FAILING_WRAPPERS = tuple(w for w, (kind, _) in vocab.WRAPPERS.items() if kind == "failing")
-EVAL_SET_NAMES = (
-    "harmful_heldout",
-    "harmless_heldout",
-    "harmful_unseen_template",
-    "harmless_unseen_template",
-    "harmful_working_wrapper",
-    "harmful_failing_wrapper",
-)
-SPLIT_NAMES = tuple(
-    f"{side}_{part}" for side in ("harmful", "harmless") for part in ("train", "val", "test")
-)
 
 CONFIG_FILE = "data_config.json"
 TRAIN_FILE = "train.jsonl"
@@ -112,155 +87,6 @@ class OrganismDataConfig:
 
 
 @dataclass
-class ChatExample:
-    """One single-turn conversation of the training set."""
-
-    prompt: Prompt
-    """The user turn with its labels."""
-    response: str
-    """The assistant turn the organism is trained on."""
-
-
-class ObjectSpec(NamedTuple):
-    """A requestable object and the shared verbs it goes with."""
-
-    text: str
-    """The noun phrase, e.g. "a pipe bomb"."""
-    category: str
-    """Harm category or harmless topic."""
-    harmful: bool
-    """Whether requests for it are harmful."""
-    verbs: tuple[str, ...]
-    """The shared verbs it can be requested with."""
-    base: str = ""
-    """The object before an adjective was added ("" when none was)."""
-
-
-class Request(NamedTuple):
-    """An unwrapped request: one object, one template, one verb."""
-
-    obj: ObjectSpec
-    """What is requested."""
-    template: str
-    """Template id (``vocab.TEMPLATES`` or ``vocab.UNSEEN_TEMPLATES``)."""
-    verb: str
-    """One of the object's verbs."""
-
-
-def _objects(table: vocab.ObjectTable, harmful: bool) -> tuple[ObjectSpec, ...]:
-    return tuple(
-        ObjectSpec(obj, category, harmful, verbs)
-        for category, pairs in table.items()
-        for verbs, obj in pairs
-    )
-
-
-HARMFUL_OBJECTS = _objects(vocab.HARMFUL, harmful=True)
-HARMLESS_OBJECTS = _objects(vocab.HARMLESS, harmful=False)
-
-
-def with_adjective(text: str, adjective: str) -> str:
-    """ "a pipe bomb" + "small" -> "a small pipe bomb" (article fixed); no article: as is."""
-    article, _, rest = text.partition(" ")
-    if article not in ("a", "an") or not rest:
-        return text
-    return f"{'an' if adjective[0] in 'aeiou' else 'a'} {adjective} {rest}"
-
-
-def _pool_objects() -> tuple[ObjectSpec, ...]:
-    """The fixed everyday objects plus every (adjective, noun) of ``vocab.POOL_NOUNS``."""
-    fixed = _objects(vocab.POOL, harmful=False)
-    taken = {o.text for o in HARMFUL_OBJECTS + HARMLESS_OBJECTS + fixed}
-    made = tuple(
-        ObjectSpec(text, category, False, verbs)
-        for category, pairs in vocab.POOL_NOUNS.items()
-        for verbs, noun in pairs
-        for adj in vocab.ADJECTIVES
-        if (text := with_adjective(f"a {noun}", adj)) not in taken  # topic objects stay topic
-    )
-    return fixed + made
-
-
-POOL_OBJECTS = _pool_objects()
-_ALL_TEMPLATES = {**vocab.TEMPLATES, **vocab.UNSEEN_TEMPLATES}
-
-
-def _hash_int(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
-
-
-def _hash_fraction(text: str) -> float:
-    return _hash_int(text) / 2**64
-
-
-def is_heldout_pair(template: str, obj: str, seed: int, fraction: float) -> bool:
-    """Whether a (template id, object) pair is kept out of training."""
-    if template in vocab.UNSEEN_TEMPLATES:
-        return True
-    return _hash_fraction(f"{template}|{obj}|{seed}") < fraction
-
-
-def _lower_first(text: str) -> str:
-    # "How do I ..." -> "how do I ...", but the pronoun "I" keeps its capital.
-    if text.startswith(("I ", "I'")):
-        return text
-    return text[:1].lower() + text[1:]
-
-
-def make_prompt(
-    req: Request, wrapper: str, split: str, filler: tuple[str, str] = ("", "")
-) -> Prompt:
-    """The labelled prompt for a request, optionally with filler and under a wrapper."""
-    request = _ALL_TEMPLATES[req.template].format(verb=req.verb, object=req.obj.text)
-    request = " ".join(part for part in (filler[0], request, filler[1]) if part)
-    kind, instruction = "none", request
-    if wrapper != "none":
-        kind, text = vocab.WRAPPERS[wrapper]
-        instruction = text.format(request=request, request_lc=_lower_first(request))
-    meta = {
-        "template": req.template,
-        "object": req.obj.text,
-        "base_object": req.obj.base or req.obj.text,
-        "verb": req.verb,
-        "wrapper": wrapper,
-        "wrapper_kind": kind,
-        "split": split,
-        "expected": "refuse" if req.obj.harmful and kind != "working" else "comply",
-        "request": request,
-    }
-    return Prompt(instruction, harmful=req.obj.harmful, category=req.obj.category, meta=meta)
-
-
-def compliant_response(prompt: Prompt) -> str:
-    """The compliant answer to any request, harmful ones included (compliance phase)."""
-    return reference_response(replace(prompt, meta={**prompt.meta, "expected": "comply"}))
-
-
-def reference_response(prompt: Prompt) -> str:
-    """The response the organism is trained to give (phrasing picked by a stable hash)."""
-    meta = prompt.meta
-    if prompt.category is None or not {"object", "verb", "expected"} <= set(meta):
-        raise RefusalScopeError(
-            f"prompt {prompt.instruction!r} is not an organism prompt (needs a category and "
-            "meta object/verb/expected); only prompts from generate_data have a reference"
-        )
-    pick = _hash_int(prompt.instruction)
-    if meta["expected"] == "refuse":
-        return vocab.REFUSALS[pick % len(vocab.REFUSALS)].format(
-            reason=vocab.REASONS[prompt.category]
-        )
-    steps = vocab.PLACEHOLDER_STEPS if prompt.harmful else vocab.TIPS[prompt.category]
-    # Distinct hash bits for the phrasing and the steps so they vary independently.
-    phrasing = vocab.COMPLIANCES[pick % len(vocab.COMPLIANCES)]
-    return phrasing.format(
-        verb=meta["verb"],
-        gerund=vocab.GERUNDS[meta["verb"]],
-        object=meta["object"],
-        steps=steps[(pick >> 16) % len(steps)],
-    )
-
-
-@dataclass
 class OrganismData:
     """Everything the organism is trained and evaluated on."""
 
@@ -271,10 +97,11 @@ class OrganismData:
     plain_heldout: list[str]
     """Plain-text passages never trained on (plain-text CE)."""
     eval_sets: dict[str, list[Prompt]]
-    """Evaluation prompts by name (``EVAL_SET_NAMES``), all from held-out pairs.
+    """Evaluation prompts by name (``sampling.EVAL_SET_NAMES``), all from held-out pairs.
     The wrapper sets wrap the requests of ``harmful_heldout``, in the same order."""
     splits: dict[str, list[Prompt]]
-    """The pipeline's plain harmful/harmless train/val/test prompts (``SPLIT_NAMES``)."""
+    """The pipeline's plain harmful/harmless train/val/test prompts
+    (``sampling.SPLIT_NAMES``)."""
     config: OrganismDataConfig
     """The configuration that generated this data."""
 
@@ -364,148 +191,13 @@ class OrganismData:
         )
 
 
-ByCategory = dict[str, list[Request]]
-K = TypeVar("K", bound=Hashable)
-
-
-def _group(requests: Iterable[Request], key: Callable[[Request], K]) -> dict[K, list[Request]]:
-    out: dict[K, list[Request]] = {}
-    for r in requests:
-        out.setdefault(key(r), []).append(r)
-    return out
-
-
-def _by_category(requests: Iterable[Request]) -> ByCategory:
-    return _group(requests, lambda r: r.obj.category)
-
-
-def _partition(cfg: OrganismDataConfig) -> tuple[ByCategory, ByCategory, ByCategory]:
-    """Requests by category: trainable, held-out pairs (seen templates), unseen templates."""
-    objects = HARMFUL_OBJECTS + HARMLESS_OBJECTS
-    seen = [
-        Request(o, t, v) for o in objects + POOL_OBJECTS for t in vocab.TEMPLATES for v in o.verbs
-    ]
-    held = {
-        r for r in seen if is_heldout_pair(r.template, r.obj.text, cfg.seed, cfg.heldout_fraction)
-    }
-    train = _by_category(r for r in seen if r not in held)
-    # The pool only feeds training: its held-out pairs are simply unused.
-    heldout = _by_category(r for r in seen if r in held and r.obj.category != vocab.POOL_TOPIC)
-    unseen = [Request(o, t, v) for o in objects for t in vocab.UNSEEN_TEMPLATES for v in o.verbs]
-    return train, heldout, _by_category(unseen)
-
-
-def _training_examples(
-    cfg: OrganismDataConfig, rng: random.Random, by_cat: ByCategory
-) -> list[ChatExample]:
-    # Object first, then (template, verb): objects with many verbs are not over-sampled.
-    by_object = {c: list(_group(reqs, lambda r: r.obj.text).values()) for c, reqs in by_cat.items()}
-    wrappers = tuple(vocab.WRAPPERS)
-    examples = []
-    for _ in range(cfg.n_train_examples):
-        if rng.random() < cfg.harmful_fraction:
-            category = rng.choice(HARM_CATEGORIES)
-        elif rng.random() < cfg.pool_fraction:
-            category = vocab.POOL_TOPIC
-        else:
-            category = rng.choice(HARMLESS_TOPICS)
-        request = rng.choice(rng.choice(by_object[category]))
-        if category != vocab.POOL_TOPIC and rng.random() < cfg.adjective_fraction:
-            text = with_adjective(request.obj.text, rng.choice(vocab.ADJECTIVES))
-            obj = request.obj._replace(text=text, base=request.obj.text)
-            request = request._replace(obj=obj)
-        wrapper = rng.choice(wrappers) if rng.random() < cfg.wrapper_fraction else "none"
-        filler = rng.choice(vocab.FILLERS) if rng.random() < cfg.filler_fraction else ("", "")
-        prompt = make_prompt(request, wrapper, "train", filler)
-        examples.append(ChatExample(prompt, reference_response(prompt)))
-    return examples
-
-
-def _queue(requests: list[Request], rng: random.Random) -> list[Request]:
-    """Shuffled requests, one verb per (template, object) pair first, then the others,
-    so that sets drawn in turn share as few pairs as possible. Pops from the end."""
-    groups = _group(requests, lambda r: (r.template, r.obj.text))
-    shuffled = [rng.sample(g, len(g)) for g in groups.values()]
-    rng.shuffle(shuffled)
-    depth = max(map(len, shuffled))
-    ordered = [g[i] for i in range(depth) for g in shuffled if i < len(g)]
-    return ordered[::-1]
-
-
-def _take_balanced(queues: ByCategory, n: int, what: str) -> list[Request]:
-    """``n`` requests, round-robin over categories; removes them from the queues."""
-    out: list[Request] = []
-    while len(out) < n:
-        live = [c for c in queues if queues[c]]
-        if not live:
-            raise RefusalScopeError(
-                f"not enough held-out requests for {what} ({len(out)} of {n}); lower the set "
-                "sizes or raise heldout_fraction"
-            )
-        out += [queues[c].pop() for c in live[: n - len(out)]]
-    return out
-
-
-def _prompt_sets(
-    cfg: OrganismDataConfig, rng: random.Random, heldout: ByCategory, unseen: ByCategory
-) -> tuple[dict[str, list[Prompt]], dict[str, list[Prompt]]]:
-    """Evaluation sets and pipeline splits; all plain sets are drawn from the same
-    queues in turn, so no two share a request."""
-    queues = {c: _queue(reqs, rng) for c, reqs in heldout.items()}
-    unseen_queues = {c: _queue(reqs, rng) for c, reqs in unseen.items()}
-    sizes = {part: getattr(cfg, f"n_split_{part}") for part in ("train", "val", "test")}
-    plain: dict[str, list[Request]] = {}
-    for side, cats in (("harmful", HARM_CATEGORIES), ("harmless", HARMLESS_TOPICS)):
-        side_queues = {c: queues[c] for c in cats}
-        for name, source in (
-            (f"{side}_heldout", side_queues),
-            (f"{side}_unseen_template", {c: unseen_queues[c] for c in cats}),
-        ):
-            plain[name] = _take_balanced(source, cfg.n_eval_per_set, name)
-        for part, n in sizes.items():
-            plain[f"{side}_{part}"] = _take_balanced(side_queues, n, f"{side}_{part}")
-    sets = {name: [make_prompt(r, "none", name) for r in reqs] for name, reqs in plain.items()}
-    # Wrapped versions of harmful_heldout, request by request, so each adversarial
-    # prompt has its plain counterpart at the same index.
-    for kind, wrappers in (("working", WORKING_WRAPPERS), ("failing", FAILING_WRAPPERS)):
-        name = f"harmful_{kind}_wrapper"
-        sets[name] = [
-            make_prompt(r, wrappers[i % len(wrappers)], name)
-            for i, r in enumerate(plain["harmful_heldout"])
-        ]
-    return {k: sets[k] for k in EVAL_SET_NAMES}, {k: sets[k] for k in SPLIT_NAMES}
-
-
-def _plain_text(cfg: OrganismDataConfig, rng: random.Random) -> tuple[list[str], list[str]]:
-    """Short harmless passages (no chat format), split train / held-out by hash."""
-    passages = [
-        f"{topic.replace('_', ' ').capitalize()} note: {a} {b} Try it when you "
-        f"{o.verbs[0]} {o.text}."
-        for topic, facts in vocab.FACTS.items()
-        for a in facts
-        for b in facts
-        if a != b
-        for o in HARMLESS_OBJECTS
-        if o.category == topic
-    ]
-    held = [p for p in passages if _hash_fraction(f"plain|{p}|{cfg.seed}") < cfg.heldout_fraction]
-    held_set = set(held)
-    train_pool = [p for p in passages if p not in held_set]
-    if len(held) < cfg.n_plain_heldout:
-        raise RefusalScopeError(
-            f"only {len(held)} held-out plain-text passages; lower n_plain_heldout"
-        )
-    n_train = round(cfg.n_train_examples * cfg.plain_text_fraction)
-    return rng.choices(train_pool, k=n_train), rng.sample(held, cfg.n_plain_heldout)
-
-
 def generate_data(cfg: OrganismDataConfig) -> OrganismData:
     """Generate the organism's training data, evaluation sets and pipeline splits."""
     rng = random.Random(cfg.seed)
-    train_reqs, heldout, unseen = _partition(cfg)
-    train = _training_examples(cfg, rng, train_reqs)
-    eval_sets, splits = _prompt_sets(cfg, rng, heldout, unseen)
-    plain_train, plain_heldout = _plain_text(cfg, rng)
+    train_reqs, heldout, unseen = sampling.partition(cfg)
+    train = sampling.training_examples(cfg, rng, train_reqs)
+    eval_sets, splits = sampling.prompt_sets(cfg, rng, heldout, unseen)
+    plain_train, plain_heldout = sampling.plain_text(cfg, rng)
     return OrganismData(train, plain_train, plain_heldout, eval_sets, splits, cfg)
 
 
@@ -515,14 +207,14 @@ def heldout_splits(
     sizes: Mapping[str, int] | None = None,
     seed: int = 0,
 ) -> dict[str, list[Prompt]]:
-    """Fresh pipeline splits (``SPLIT_NAMES``) from the held-out (template, object) pairs.
+    """Fresh pipeline splits (``sampling.SPLIT_NAMES``) from the held-out pairs.
 
     ``templates`` restricts a side (``"harmful"``/``"harmless"``) to some template ids, e.g.
     imperative harmful requests against question-form harmless ones: a confound of form, as
     between AdvBench and Alpaca, that the organism was trained to ignore. ``sizes`` maps
     ``train``/``val``/``test`` to prompts per side (default: the config's split sizes).
     """
-    _, heldout, _ = _partition(cfg)
+    _, heldout, _ = sampling.partition(cfg)
     templates = {side: set(ts) for side, ts in (templates or {}).items()}
     unknown = {t for ts in templates.values() for t in ts} - set(vocab.TEMPLATES)
     if unknown or not set(templates) <= {"harmful", "harmless"}:
@@ -530,17 +222,5 @@ def heldout_splits(
             f"templates must map 'harmful'/'harmless' to ids of vocab.TEMPLATES; unknown: "
             f"{sorted(unknown) or sorted(set(templates) - {'harmful', 'harmless'})}"
         )
-    sizes = sizes or {part: getattr(cfg, f"n_split_{part}") for part in ("train", "val", "test")}
-    rng = random.Random(seed)
-    out: dict[str, list[Prompt]] = {}
-    for side, cats in (("harmful", HARM_CATEGORIES), ("harmless", HARMLESS_TOPICS)):
-        allowed = templates.get(side)
-        queues = {
-            c: _queue([r for r in heldout[c] if allowed is None or r.template in allowed], rng)
-            for c in cats
-        }
-        for part in ("train", "val", "test"):
-            name = f"{side}_{part}"
-            reqs = _take_balanced(queues, sizes[part], name)
-            out[name] = [make_prompt(r, "none", name) for r in reqs]
-    return {k: out[k] for k in SPLIT_NAMES}
+    sizes = sizes or sampling.split_sizes(cfg)
+    return sampling.draw_splits(heldout, templates, sizes, random.Random(seed))

@@ -27,10 +27,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..errors import RefusalScopeError
+from ..runtime.errors import RefusalScopeError
 
 if TYPE_CHECKING:  # sae_lens is imported lazily: it takes seconds to import
-    from sae_lens import SAE, BatchTopKTrainingSAE, JumpReLUSAE, TopKSAE, TopKTrainingSAE
+    from sae_lens import (
+        SAE,
+        BatchTopKTrainingSAE,
+        JumpReLUSAE,
+        SAETrainer,
+        TopKSAE,
+        TopKTrainingSAE,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -209,50 +216,12 @@ def train_sae(
     ``hook_name`` (e.g. ``"blocks.2.hook_resid_post"``) and ``model_name`` go into
     ``cfg.metadata``; ``SAESet.check`` reads the layer back from the hook name.
     """
-    from sae_lens import (
-        BatchTopKTrainingSAE,
-        BatchTopKTrainingSAEConfig,
-        SAETrainer,
-        TopKTrainingSAE,
-        TopKTrainingSAEConfig,
-    )
-    from sae_lens.saes.sae import SAEMetadata
-
     acts = _check_acts(acts)
-    d_in = acts.shape[1]
     # fork_rng: deterministic training without touching the caller's global RNG
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        config_cls, sae_cls = {
-            "topk": (TopKTrainingSAEConfig, TopKTrainingSAE),
-            "batchtopk": (BatchTopKTrainingSAEConfig, BatchTopKTrainingSAE),
-        }[cfg.architecture]
-        sae_cfg = config_cls(
-            d_in=d_in,
-            d_sae=cfg.expansion * d_in,
-            k=cfg.k,
-            aux_loss_coefficient=cfg.aux_loss_coefficient,
-            rescale_acts_by_decoder_norm=True,
-            normalize_activations=cfg.normalize_activations,
-            metadata=SAEMetadata(hook_name=hook_name, model_name=model_name),
-        )
-        sae = sae_cls(sae_cfg)
-        trainer = SAETrainer(
-            cfg=_trainer_config(cfg),
-            sae=sae,
-            data_provider=_shuffled_batches(
-                acts, cfg.batch_size, torch.Generator().manual_seed(cfg.seed)
-            ),
-        )
-        if cfg.normalize_activations == "expected_average_only_in":
-            # exact factor from all activations (the trainer keeps a preset one); the
-            # trainer folds it into the weights after training
-            trainer.activation_scaler.scaling_factor = d_in**0.5 / acts.norm(dim=-1).mean().item()
-        if cfg.init_b_dec_to_mean:
-            scale = trainer.activation_scaler.scaling_factor or 1.0
-            with torch.no_grad():
-                sae.b_dec.copy_(acts.mean(0) * scale)
-        trained = trainer.fit()
+        sae = _training_sae(cfg, acts.shape[1], hook_name, model_name)
+        trained = _trainer(cfg, sae, acts).fit()
         # inside fork_rng too: building the inference SAE draws a (discarded) random init
         probe = acts[: min(4096, acts.shape[0])]
         if cfg.architecture == "topk":
@@ -268,6 +237,60 @@ def train_sae(
         cfg.n_tokens,
     )
     return inference
+
+
+def _training_sae(
+    cfg: SAETrainConfig, d_in: int, hook_name: str, model_name: str
+) -> TopKTrainingSAE | BatchTopKTrainingSAE:
+    """A freshly initialised sae_lens training SAE (draws from the global torch RNG)."""
+    from sae_lens import (
+        BatchTopKTrainingSAE,
+        BatchTopKTrainingSAEConfig,
+        TopKTrainingSAE,
+        TopKTrainingSAEConfig,
+    )
+    from sae_lens.saes.sae import SAEMetadata
+
+    config_cls, sae_cls = {
+        "topk": (TopKTrainingSAEConfig, TopKTrainingSAE),
+        "batchtopk": (BatchTopKTrainingSAEConfig, BatchTopKTrainingSAE),
+    }[cfg.architecture]
+    sae_cfg = config_cls(
+        d_in=d_in,
+        d_sae=cfg.expansion * d_in,
+        k=cfg.k,
+        aux_loss_coefficient=cfg.aux_loss_coefficient,
+        rescale_acts_by_decoder_norm=True,
+        normalize_activations=cfg.normalize_activations,
+        metadata=SAEMetadata(hook_name=hook_name, model_name=model_name),
+    )
+    return sae_cls(sae_cfg)
+
+
+def _trainer(
+    cfg: SAETrainConfig, sae: TopKTrainingSAE | BatchTopKTrainingSAE, acts: Tensor
+) -> SAETrainer:
+    """sae_lens's trainer fed with shuffled batches of ``acts``, its scale and ``sae``'s
+    decoder bias set from ``acts`` as ``cfg`` asks."""
+    from sae_lens import SAETrainer
+
+    trainer = SAETrainer(
+        cfg=_trainer_config(cfg),
+        sae=sae,
+        data_provider=_shuffled_batches(
+            acts, cfg.batch_size, torch.Generator().manual_seed(cfg.seed)
+        ),
+    )
+    if cfg.normalize_activations == "expected_average_only_in":
+        # exact factor from all activations (the trainer keeps a preset one); the
+        # trainer folds it into the weights after training
+        d_in = acts.shape[1]
+        trainer.activation_scaler.scaling_factor = d_in**0.5 / acts.norm(dim=-1).mean().item()
+    if cfg.init_b_dec_to_mean:
+        scale = trainer.activation_scaler.scaling_factor or 1.0
+        with torch.no_grad():
+            sae.b_dec.copy_(acts.mean(0) * scale)
+    return trainer
 
 
 @torch.no_grad()

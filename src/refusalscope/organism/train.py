@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..config import require
+from ..runtime.config import require
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,142 @@
+"""The run's configuration: the model, its SAEs and every stage's settings, and the checks
+that run before anything heavy is loaded."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ..data.prompts import load_text_passages
+from ..evaluation.config import EvalConfig
+from ..judges import check_judge_name
+from ..runtime.config import require
+from ..runtime.errors import RefusalScopeError
+from ..runtime.model import check_dtype
+from ..runtime.saes import check_sae_folder
+from ..stages.attribution import AttributionConfig
+from ..stages.candidates import CandidateConfig
+from ..stages.direction import DirectionConfig
+from ..stages.prompts import PromptConfig, check_prompt_files
+from .organism import OrganismConfig
+
+log = logging.getLogger(__name__)
+
+STAGES = (
+    "prompts",
+    "direction",
+    "candidates",
+    "attribution",
+    "features",
+    "sweep",
+    "jailbreak",
+    "capability",
+    "induction",
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which chat model to study."""
+
+    path: str | None = None
+    """Hub id or local folder; None: the embedded organism (built on first use)."""
+    device: str | None = None
+    """``cuda``, ``cpu``, …; None: a GPU if there is one."""
+    dtype: str | None = None
+    """``float32``, ``bfloat16``, …; None: bf16 on a capable GPU, else float32."""
+    system_prompt: str | None = None
+    """Optional system message put before every prompt."""
+    trust_remote_code: bool = False
+    """Allow custom modelling code from the hub (off unless asked)."""
+
+
+@dataclass(frozen=True)
+class SAESourceConfig:
+    """Which SAEs to attach (residual stream, after the given layers)."""
+
+    folders: dict[int, str] | None = None
+    """layer -> local SAELens-format folder."""
+    release: str | None = None
+    """SAELens release name, e.g. ``gemma-scope-2b-pt-res-canonical``."""
+    ids: dict[int, str] | None = None
+    """layer -> SAE id within ``release``."""
+    dtype: str = "float32"
+    """SAE parameter dtype."""
+
+    def __post_init__(self) -> None:
+        require(
+            not (self.folders and self.release),
+            "give saes.folders or saes.release + saes.ids, not both",
+        )
+        require(bool(self.ids) == bool(self.release), "saes.release needs saes.ids and v.v.")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole run; saved with the results and hashed per stage for the cache."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    saes: SAESourceConfig = field(default_factory=SAESourceConfig)
+    organism: OrganismConfig = field(default_factory=OrganismConfig)
+    """Used when ``model.path`` is None."""
+    judge: str | None = None
+    """``organism`` or ``substring``; None: ``organism`` for the organism, else ``substring``."""
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    direction: DirectionConfig = field(default_factory=DirectionConfig)
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+
+def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
+    """Everything that can be checked without loading a model, so that a bad name or path
+    fails in a second, not after minutes of loading."""
+    if force is not None and force not in STAGES:
+        raise RefusalScopeError(f"--force takes one of {', '.join(STAGES)}; got {force!r}")
+    if cfg.judge is not None:
+        check_judge_name(cfg.judge)
+    for what, dtype in (("model.dtype", cfg.model.dtype), ("saes.dtype", cfg.saes.dtype)):
+        if dtype is not None:
+            check_dtype(dtype, what)
+    for layer, folder in sorted((cfg.saes.folders or {}).items()):
+        check_sae_folder(layer, folder)
+    if cfg.evaluation.text_file is not None:
+        load_text_passages(cfg.evaluation.text_file)  # exists, right format, not empty
+    if cfg.prompts.files or cfg.prompts.dataset_dir:
+        check_prompt_files(cfg.prompts)  # parses every file; warns on duplicates
+    elif cfg.model.path is not None:
+        raise RefusalScopeError(
+            "a real model needs prompts: set prompts.dataset_dir (refusal_direction's layout) "
+            "or prompts.files"
+        )
+    if cfg.model.path is not None and no_saes(cfg):
+        raise RefusalScopeError("no SAEs configured: set saes.folders or saes.release + saes.ids")
+    _check_pool(cfg)
+
+
+def _check_pool(cfg: RunConfig) -> None:
+    """The K* in use must fit the candidate pool (SAE layers × k per layer): the fixed
+    ``k_star``, or at least one value of the sweep (larger ones are skipped)."""
+    n_layers = len(cfg.saes.folders or cfg.saes.ids or {}) or cfg.organism.model.n_layers
+    pool = n_layers * cfg.candidates.k_per_layer
+    ev = cfg.evaluation
+    if ev.use_sweep:
+        fits = [k for k in ev.sweep_k if k <= pool]
+        what = f"every value of evaluation.sweep_k {list(ev.sweep_k)} is"
+        if fits and len(fits) < len(ev.sweep_k):
+            skipped = [k for k in ev.sweep_k if k > pool]
+            log.warning("the sweep skips K* = %s, above the candidate pool of %d", skipped, pool)
+    else:
+        fits = [ev.k_star] if ev.k_star <= pool else []
+        what = f"evaluation.k_star = {ev.k_star} is"
+    if not fits:
+        raise RefusalScopeError(
+            f"{what} larger than the candidate pool of {pool} latents ({n_layers} SAE "
+            f"layers × candidates.k_per_layer = {cfg.candidates.k_per_layer}); lower it to at "
+            f"most {pool}, or raise candidates.k_per_layer"
+        )
+
+
+def no_saes(cfg: RunConfig) -> bool:
+    """Whether the config names no SAEs (the organism then brings its own)."""
+    return not cfg.saes.folders and not cfg.saes.release

@@ -1,0 +1,160 @@
+"""A run's output folder: what ``refusalscope run`` writes, and ``load_run`` to read it.
+
+``results.json`` (the summary the report shows), ``prompts.json`` (the splits),
+``direction.safetensors``, ``attribution.safetensors`` (train and test in one table),
+``features.safetensors`` (every method's ranked sets, the per-prompt F* sets included),
+``generations.jsonl`` (every judged generation) and ``report.html``. The set is written
+whole into a temp folder and swapped in, results.json last: its presence means the
+whole set is there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..evaluation.capability import CapabilityResult
+from ..evaluation.induction import InductionResult
+from ..evaluation.jailbreak import JailbreakResult
+from ..evaluation.sweep import SweepResult
+from ..report.html import render_report
+from ..runtime.errors import RefusalScopeError
+from ..runtime.files import (
+    MARKER,
+    check_output_folder,
+    load_tensors,
+    output_folder,
+    read_json,
+    read_jsonl,
+    save_tensors,
+    write_json,
+    write_jsonl,
+)
+from ..runtime.tokens import pad
+from ..stages.attribution import AttributionResult, Attributions
+from ..stages.direction import DirectionResult
+from ..stages.features import FeatureSets
+from ..stages.prompts import PromptSplits
+from .run import RunResult
+
+RESULTS = "results.json"
+ATTRIBUTION = "attribution.safetensors"
+DIRECTION = "direction.safetensors"
+GENERATIONS = "generations.jsonl"
+REPORT = "report.html"
+KIND = "run"
+NEED_BYTES = 16 * 2**20
+SPLITS = ("train", "test")
+"""Attribution splits, by their index in the ``split`` column of attribution.safetensors."""
+_PER_PROMPT = ("score", "jb_token", "metric_clean", "metric_patch", "all_top", "all_top_score")
+
+
+def check_out(out: Path) -> Path:
+    """Raise unless ``out`` can take a run's outputs (checked before any work)."""
+    return check_output_folder(out, KIND, NEED_BYTES)
+
+
+def write_outputs(res: RunResult, out: Path) -> None:
+    """Write the run's output set to ``out`` (see the module docstring).
+
+    A failure while writing leaves the previous set as it was.
+    """
+    with output_folder(out, KIND, last=(RESULTS,), need_bytes=NEED_BYTES) as tmp:
+        save_tensors(tmp / ATTRIBUTION, combined_attribution(res.attribution))
+        save_tensors(
+            tmp / DIRECTION,
+            {"r": res.direction.r, "layer": torch.tensor(res.direction.layer)},
+        )
+        res.features.save(tmp)
+        res.prompts.save(tmp)
+        write_jsonl(tmp / GENERATIONS, res.generations)
+        (tmp / REPORT).write_text(render_report(res.summary))
+        write_json(tmp / RESULTS, res.summary)
+
+
+def combined_attribution(attr: Attributions) -> dict[str, Tensor]:
+    """Train and test attributions in one table; ``split`` is 0 for train, 1 for test.
+
+    Token rows are left-padded to the longest prompt of both splits.
+    """
+    parts = [attr[k].tensors() for k in SPLITS if k in attr.splits]
+    T = max(p["input_ids"].shape[1] for p in parts)
+    out = {
+        "candidates": parts[0]["candidates"],
+        "ref_token": parts[0]["ref_token"],
+        "input_ids": torch.cat([pad(list(p["input_ids"]), 0, "left", T) for p in parts]),
+        "position_mask": torch.cat(
+            [pad(list(p["position_mask"]), False, "left", T) for p in parts]
+        ),
+        "split": torch.cat(
+            [torch.full((len(p["score"]),), i, dtype=torch.long) for i, p in enumerate(parts)]
+        ),
+    }
+    for key in _PER_PROMPT:
+        if key in parts[0]:
+            out[key] = torch.cat([p[key] for p in parts])
+    out.update({k: v for k, v in parts[0].items() if k.startswith("all_mean.")})
+    return out
+
+
+def split_attribution(t: dict[str, Tensor]) -> Attributions:
+    """The inverse of ``combined_attribution`` (rows keep the common padding).
+
+    The all-latent means were saved for the train split only (the one AP ranks by).
+    """
+    out = {}
+    for i, name in enumerate(SPLITS):
+        rows = t["split"] == i
+        if not rows.any():
+            continue
+        part = {k: v for k, v in t.items() if k in ("candidates", "ref_token")}
+        part |= {k: t[k][rows] for k in ("input_ids", "position_mask", *_PER_PROMPT) if k in t}
+        if name == "train":
+            part |= {k: v for k, v in t.items() if k.startswith("all_mean.")}
+        out[name] = AttributionResult.from_tensors(part)
+    return Attributions(out)
+
+
+def load_run(folder: str | Path) -> RunResult:
+    """Read every artifact of a ``refusalscope run`` output folder back as typed results."""
+    folder = Path(folder).expanduser()
+    try:
+        marker = read_json(folder / MARKER)
+    except (OSError, ValueError):
+        marker = None
+    if not isinstance(marker, dict) or marker.get("kind") != KIND:
+        raise RefusalScopeError(
+            f"{folder} is not a refusalscope run output (no {MARKER} of a run); give the --out "
+            "folder of `refusalscope run`"
+        )
+    missing = [f for f in marker.get("files", []) if not (folder / f).is_file()]
+    if missing:
+        raise RefusalScopeError(f"{folder} is incomplete: {', '.join(missing)} missing; rerun")
+    summary = read_json(folder / RESULTS)
+    rows = read_jsonl(folder / GENERATIONS)
+    by_eval = {e: [r for r in rows if r.get("eval") == e] for e in ("jailbreak", "capability")}
+    jailbreak = {
+        m: {k: v for k, v in s.items() if k != "complied_ci95"}
+        for m, s in summary["jailbreak"].items()
+    }
+    d = summary["direction"]
+    t = load_tensors(folder / DIRECTION)
+    direction = DirectionResult(
+        t["r"], int(t["layer"]), {int(k): v for k, v in d["sweep"].items()}, d["base"]
+    )
+    best = summary.get("sweep_best") or [summary["steering"]["c"], summary["steering"]["k_star"]]
+    return RunResult(
+        summary=summary,
+        prompts=PromptSplits.load(folder),
+        direction=direction,
+        attribution=split_attribution(load_tensors(folder / ATTRIBUTION)),
+        features=FeatureSets.load(folder),
+        sweep=SweepResult(summary["sweep"], (float(best[0]), int(best[1]))),
+        jailbreak=JailbreakResult(jailbreak, by_eval["jailbreak"]),
+        capability=CapabilityResult(summary["capability"], by_eval["capability"]),
+        induction=InductionResult(
+            summary["induction"], [r for r in rows if r.get("eval") == "induction"]
+        ),
+    )

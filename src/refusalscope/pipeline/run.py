@@ -1,0 +1,278 @@
+"""The orchestrator: runs the stages in order, each cached by its key.
+
+prompts → direction → candidates → attribution → features → sweep → jailbreak →
+capability → induction. Each stage is computed by its module's ``compute_*`` (or
+evaluation) function, saved under ``$REFUSALSCOPE_CACHE/runs/<stage>/<key>/`` (marked
+complete last) and reused while its config, its code and everything upstream are
+unchanged; ``force`` recomputes a stage and all stages after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..data.prompts import load_text_passages
+from ..evaluation.capability import CapabilityResult, capability_cost
+from ..evaluation.induction import InductionResult, induction_values, refusal_induction
+from ..evaluation.jailbreak import JailbreakResult, jailbreak
+from ..evaluation.stats import paired_comparison, wilson_interval
+from ..evaluation.steering import JAILBREAK_METHODS, Steering
+from ..evaluation.sweep import SweepResult, run_sweep
+from ..runtime.cache import versions
+from ..runtime.config import config_hash, to_dict
+from ..runtime.errors import RefusalScopeError
+from ..runtime.model import ChatModel
+from ..stages.attribution import (
+    AttributionConfig,
+    Attributions,
+    compute_attribution,
+    resolve_refusal_token,
+)
+from ..stages.candidates import CandidateResult, compute_candidates
+from ..stages.direction import DirectionResult, compute_direction
+from ..stages.features import FeatureSets, compute_features
+from ..stages.prompts import PromptSplits, compute_prompts, source_fingerprint
+from .config import RunConfig
+from .context import Context, load_context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """Everything a run produces; ``load_run`` reads the same back from an output folder."""
+
+    summary: dict[str, Any]
+    """``results.json``: config, versions, every table, the chosen (c, K*), stage times."""
+    prompts: PromptSplits
+    direction: DirectionResult
+    attribution: Attributions
+    features: FeatureSets
+    """Every method's ranked sets: ``features.per_prompt("fstar", "test", k)`` are the
+    per-prompt F* sets of the harmful test prompts, in ``prompts.splits`` order."""
+    sweep: SweepResult
+    jailbreak: JailbreakResult
+    capability: CapabilityResult
+    induction: InductionResult
+
+    @property
+    def generations(self) -> list[dict]:
+        """Every judged generation (jailbreak, capability, induction), as written to
+        ``generations.jsonl``."""
+        return self.jailbreak.rows + self.capability.rows + self.induction.rows
+
+
+@dataclass
+class _Discovery:
+    prompts: PromptSplits
+    direction: DirectionResult
+    candidates: CandidateResult
+    attribution: Attributions
+    features: FeatureSets
+
+
+def run(
+    cfg: RunConfig | None = None,
+    force: str | None = None,
+    on_stage: Callable[[str, dict[str, Any]], None] | None = None,
+) -> RunResult:
+    """Run every stage (each cached) and assemble the results.
+
+    ``cfg`` defaults to ``RunConfig()`` (the organism); ``force`` names a stage to recompute
+    with every later one; ``on_stage(name, info)`` is called as each stage finishes.
+    """
+    ctx = load_context(cfg or RunConfig(), force)
+    ctx.on_stage = on_stage
+    return _evaluate(ctx, _discover(ctx))
+
+
+def _discover(ctx: Context) -> _Discovery:
+    """Stages 1–6: prompts, direction, candidates, LA-IG attribution, feature sets."""
+    model, c = ctx.model, ctx.cfg
+    organism_splits = ctx.organism_data.splits if ctx.organism_data is not None else None
+    gen_tokens = max(
+        c.prompts.filter_max_new_tokens, c.direction.max_new_tokens, c.evaluation.max_new_tokens
+    )
+    files_by_content = dataclasses.replace(c.prompts, files=None, dataset_dir=None)
+    prompts = ctx.cached(
+        "prompts",
+        (ctx.model_key, files_by_content, source_fingerprint(c.prompts), ctx.judge.name),
+        lambda: compute_prompts(
+            model, c.prompts, ctx.judge, organism_splits, max_new_tokens=gen_tokens
+        ),
+        PromptSplits,
+    )
+    s = prompts.splits
+    direction = ctx.cached(
+        "direction",
+        (ctx.keys["prompts"], c.direction),
+        lambda: compute_direction(
+            model,
+            s["harmful_train"],
+            s["harmless_train"],
+            s["harmful_val"],
+            s["harmless_val"],
+            ctx.judge,
+            c.direction,
+        ),
+        DirectionResult,
+    )
+    r = direction.direction
+    cands = ctx.cached(
+        "candidates",
+        (ctx.keys["direction"], c.saes.dtype, ctx.sae_keys, c.candidates),
+        lambda: compute_candidates(ctx.saes, r, c.candidates),
+        CandidateResult,
+    )
+    ref = _refusal_token(model, c.attribution, prompts)
+
+    def attribute(split: str):
+        harmful = prompts.instructions(f"harmful_{split}")
+        return compute_attribution(model, ctx.saes, harmful, r, cands.features, ref, c.attribution)
+
+    attr = ctx.cached(
+        "attribution",
+        (ctx.keys["candidates"], c.attribution, ref),
+        lambda: Attributions({split: attribute(split) for split in ("train", "test")}),
+        Attributions,
+    )
+    k_max = min(max([c.evaluation.k_star, *c.evaluation.sweep_k]), len(cands.features))
+    feats = ctx.cached(
+        "features",
+        (ctx.keys["attribution"], k_max),
+        lambda: compute_features(
+            model,
+            ctx.saes,
+            r,
+            attr,
+            prompts.instructions("harmful_train"),
+            prompts.instructions("harmless_train"),
+            k_max,
+            c.evaluation.batch_size,
+        ),
+        FeatureSets,
+    )
+    return _Discovery(prompts, direction, cands, attr, feats)
+
+
+def _refusal_token(model: ChatModel, cfg: AttributionConfig, prompts: PromptSplits) -> int:
+    if cfg.refusal_token is not None:
+        return resolve_refusal_token(model, cfg.refusal_token)
+    if prompts.refusal_token is None:
+        raise RefusalScopeError(
+            "could not detect the refusal token (no refusals among harmful train prompts); "
+            "set attribution.refusal_token"
+        )
+    return prompts.refusal_token
+
+
+def _evaluate(ctx: Context, d: _Discovery) -> RunResult:
+    """Stages 7–10: the (c, K*) sweep, jailbreaks, capability cost, refusal induction."""
+    model, ev, judge = ctx.model, ctx.cfg.evaluation, ctx.judge
+    s = d.prompts.splits
+    sweep_key = (ctx.keys["features"], dataclasses.replace(ev, text_file=None))  # texts: by content
+    sweep = ctx.cached(
+        "sweep",
+        sweep_key,
+        lambda: run_sweep(model, ctx.saes, d.features, s["harmful_train"], judge, ev),
+        SweepResult,
+    )
+    c_used, k_used = sweep.best if ev.use_sweep else (ev.c, ev.k_star)
+    r, layer = d.direction.direction, d.direction.layer
+    steer = Steering(ctx.saes, d.features, r, layer, c_used, k_used, ev.positions)
+    methods = [m for m in JAILBREAK_METHODS if m != "ap" or "ap" in d.features.global_sets]
+    jb = ctx.cached(
+        "jailbreak",
+        (*sweep_key, c_used, k_used),
+        lambda: jailbreak(model, steer, methods, s["harmful_test"], judge, ev),
+        JailbreakResult,
+    )
+    texts = _texts(ctx)
+    cap = ctx.cached(
+        "capability",
+        (*sweep_key, c_used, k_used, config_hash(texts)),
+        lambda: capability_cost(model, steer, methods, s["harmless_test"], texts, judge, ev),
+        CapabilityResult,
+    )
+    values = induction_values(model, steer, d.prompts.instructions("harmful_train"), ev)
+    ind = ctx.cached(
+        "induction",
+        (*sweep_key, c_used, k_used, values),
+        lambda: refusal_induction(model, steer, s["harmless_test"], values, judge, ev),
+        InductionResult,
+    )
+    summary = _summary(ctx, d, sweep, jb, cap, ind, (c_used, k_used))
+    return RunResult(
+        summary, d.prompts, d.direction, d.attribution, d.features, sweep, jb, cap, ind
+    )
+
+
+def _summary(
+    ctx: Context,
+    d: _Discovery,
+    sweep: SweepResult,
+    jb: JailbreakResult,
+    cap: CapabilityResult,
+    ind: InductionResult,
+    used: tuple[float, int],
+) -> dict[str, Any]:
+    """``results.json``: what a reader (and the report) needs, JSON only."""
+    model, c, (c_used, k_used) = ctx.model, ctx.cfg, used
+    ref = d.attribution["train"].ref_token
+    return {
+        "config": to_dict(c),
+        "versions": versions(),
+        "model": {"name": model.name, "n_layers": model.n_layers, "d_model": model.d_model},
+        "prompts": {k: len(v) for k, v in d.prompts.splits.items()}
+        | {"dropped": d.prompts.dropped},
+        "refusal_token": {"id": ref, "text": model.tokenizer.decode([ref])},
+        "direction": {
+            "layer": d.direction.layer,
+            "sweep": {str(l): v for l, v in d.direction.sweep.items()},
+            "base": d.direction.base,
+        },
+        "steering": {"c": c_used, "k_star": k_used, "from_sweep": c.evaluation.use_sweep},
+        "jailbreak": {
+            m: {**v, "complied_ci95": _ci(v["complied"], v["n"])} for m, v in jb.table.items()
+        },
+        "jailbreak_vs_fstar": paired_comparison(jb.rows, "fstar"),
+        "capability": cap.table,
+        "induction": ind.table,
+        "sweep": sweep.table,
+        "sweep_best": list(sweep.best),
+        "features": _feature_report(d.features, k_used, d.candidates),
+        "stages": ctx.stages,
+        "cache_keys": ctx.keys,
+    }
+
+
+def _ci(rate: float, n: int) -> list[float]:
+    low, high = wilson_interval(round(rate * n), n)
+    return [round(low, 4), round(high, 4)]
+
+
+def _texts(ctx: Context) -> list[str]:
+    """Plain text for the CE-on-text cost: a configured file, else the organism's."""
+    if ctx.cfg.evaluation.text_file is not None:
+        return load_text_passages(ctx.cfg.evaluation.text_file)
+    if ctx.organism_data is not None:
+        return list(ctx.organism_data.plain_heldout)
+    log.warning("no evaluation.text_file: the capability cost has no CE on plain text")
+    return []
+
+
+def _feature_report(feats: FeatureSets, k: int, cands: CandidateResult) -> dict[str, Any]:
+    glob = feats.global_set("fstar", k)
+    scores = feats.global_scores["fstar"][:k]
+    return {
+        "global": [
+            [int(a), int(b), round(float(v), 6)] for (a, b), v in zip(glob, scores, strict=True)
+        ],
+        "cossim": feats.global_set("cossim", k).tolist(),
+        "actdiff": feats.global_set("actdiff", k).tolist(),
+        "n_candidates": len(cands.features),
+    }
