@@ -243,6 +243,12 @@ def _n_tokens(gens) -> int:
     return sum(len(ids) for ids in gens.token_ids)
 
 
+def _random_features(n_layers: int, width: int, k: int, gen: torch.Generator) -> torch.Tensor:
+    """``k`` random (layer, latent) pairs."""
+    layers = torch.randint(0, n_layers, (k,), generator=gen)
+    return torch.stack([layers, torch.randint(0, width, (k,), generator=gen)], dim=1)
+
+
 def bench_clamp_generate(quick: bool) -> dict[str, Any]:
     organism, model, _, r, _ = _setup(quick)
     data = organism.data()
@@ -256,13 +262,7 @@ def bench_clamp_generate(quick: bool) -> dict[str, Any]:
     sources += [(str(w), synthetic_saes(model.d_model, layers, w)) for w in WIDTHS[1:]]
     for name, saes in sources:
         width = saes.d_sae(layers[0])
-        feats = torch.stack(
-            [
-                torch.randint(0, len(layers), (20,), generator=gen),
-                torch.randint(0, width, (20,), generator=gen),
-            ],
-            dim=1,
-        )
+        feats = _random_features(len(layers), width, 20, gen)
         # c = 1: the clamps do all their work but leave the text unchanged, so every variant
         # generates the same tokens (a clamp that shortens or lengthens the answers would
         # otherwise change the number of decoding steps timed).

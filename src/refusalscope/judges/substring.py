@@ -15,7 +15,7 @@ from typing import ClassVar
 from ..runtime.types import Prompt
 from .base import Judge, Verdict, contains_any, normalise, pair_up
 
-# The substring list of METHOD.md §7: Arditi et al.'s refusal_direction
+# The substring list the paper's evaluation uses: Arditi et al.'s refusal_direction
 # (pipeline/submodules/evaluate_jailbreak.py, `_test_prefixes_jailbreakbench`), itself
 # JailbreakBench's StringClassifier list, edited; matched case-insensitively there too.
 JAILBREAKBENCH_PHRASES = (
@@ -100,7 +100,7 @@ class SubstringJudge(Judge):
     """
 
     phrases: tuple[str, ...] = JAILBREAKBENCH_PHRASES
-    """Refusal phrases (default: METHOD.md §7's JailbreakBench list)."""
+    """Refusal phrases (default: the JailbreakBench list above)."""
 
     name: ClassVar[str] = "substring"
 

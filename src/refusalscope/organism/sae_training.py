@@ -30,14 +30,7 @@ from torch import Tensor
 from ..runtime.errors import RefusalScopeError
 
 if TYPE_CHECKING:  # sae_lens is imported lazily: it takes seconds to import
-    from sae_lens import (
-        SAE,
-        BatchTopKTrainingSAE,
-        JumpReLUSAE,
-        SAETrainer,
-        TopKSAE,
-        TopKTrainingSAE,
-    )
+    from sae_lens import SAE, BatchTopKTrainingSAE, JumpReLUSAE, TopKSAE, TopKTrainingSAE
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +213,7 @@ def train_sae(
     # fork_rng: deterministic training without touching the caller's global RNG
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        sae = _training_sae(cfg, acts.shape[1], hook_name, model_name)
-        trained = _trainer(cfg, sae, acts).fit()
+        trained = _fit(acts, cfg, hook_name, model_name)
         # inside fork_rng too: building the inference SAE draws a (discarded) random init
         probe = acts[: min(4096, acts.shape[0])]
         if cfg.architecture == "topk":
@@ -239,18 +231,21 @@ def train_sae(
     return inference
 
 
-def _training_sae(
-    cfg: SAETrainConfig, d_in: int, hook_name: str, model_name: str
+def _fit(
+    acts: Tensor, cfg: SAETrainConfig, hook_name: str, model_name: str
 ) -> TopKTrainingSAE | BatchTopKTrainingSAE:
-    """A freshly initialised sae_lens training SAE (draws from the global torch RNG)."""
+    """A fresh sae_lens training SAE (its init drawn from the global torch RNG) trained by
+    sae_lens's ``SAETrainer`` on shuffled batches of ``acts``."""
     from sae_lens import (
         BatchTopKTrainingSAE,
         BatchTopKTrainingSAEConfig,
+        SAETrainer,
         TopKTrainingSAE,
         TopKTrainingSAEConfig,
     )
     from sae_lens.saes.sae import SAEMetadata
 
+    d_in = acts.shape[1]
     config_cls, sae_cls = {
         "topk": (TopKTrainingSAEConfig, TopKTrainingSAE),
         "batchtopk": (BatchTopKTrainingSAEConfig, BatchTopKTrainingSAE),
@@ -264,33 +259,18 @@ def _training_sae(
         normalize_activations=cfg.normalize_activations,
         metadata=SAEMetadata(hook_name=hook_name, model_name=model_name),
     )
-    return sae_cls(sae_cfg)
-
-
-def _trainer(
-    cfg: SAETrainConfig, sae: TopKTrainingSAE | BatchTopKTrainingSAE, acts: Tensor
-) -> SAETrainer:
-    """sae_lens's trainer fed with shuffled batches of ``acts``, its scale and ``sae``'s
-    decoder bias set from ``acts`` as ``cfg`` asks."""
-    from sae_lens import SAETrainer
-
-    trainer = SAETrainer(
-        cfg=_trainer_config(cfg),
-        sae=sae,
-        data_provider=_shuffled_batches(
-            acts, cfg.batch_size, torch.Generator().manual_seed(cfg.seed)
-        ),
-    )
+    sae = sae_cls(sae_cfg)
+    batches = _shuffled_batches(acts, cfg.batch_size, torch.Generator().manual_seed(cfg.seed))
+    trainer = SAETrainer(cfg=_trainer_config(cfg), sae=sae, data_provider=batches)
     if cfg.normalize_activations == "expected_average_only_in":
         # exact factor from all activations (the trainer keeps a preset one); the
         # trainer folds it into the weights after training
-        d_in = acts.shape[1]
         trainer.activation_scaler.scaling_factor = d_in**0.5 / acts.norm(dim=-1).mean().item()
     if cfg.init_b_dec_to_mean:
         scale = trainer.activation_scaler.scaling_factor or 1.0
         with torch.no_grad():
             sae.b_dec.copy_(acts.mean(0) * scale)
-    return trainer
+    return trainer.fit()
 
 
 @torch.no_grad()

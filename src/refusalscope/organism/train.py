@@ -33,7 +33,7 @@ class ModelTrainConfig:
     """Residual width."""
     n_layers: int = 6
     """Decoder layers (with 4 the decision sat in the last layers and every feature
-    selection method found the same one or two latents; see the closing notes)."""
+    selection method found the same one or two latents)."""
     n_heads: int = 4
     """Attention heads (no grouped KV)."""
     d_mlp: int = 512
@@ -93,7 +93,9 @@ def build_model(cfg: ModelTrainConfig, tokenizer):
         num_attention_heads=cfg.n_heads,
         num_key_value_heads=cfg.n_heads,
         max_position_embeddings=2 * cfg.max_len,
-        tie_word_embeddings=False,  # tied embeddings broke direction ablation (ORGANISM.md)
+        # untied: in one run with tied embeddings, ablating the refusal direction at any
+        # layer gave broken text ("Sure cannot help with that...") instead of compliance
+        tie_word_embeddings=False,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

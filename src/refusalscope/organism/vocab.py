@@ -293,7 +293,7 @@ GERUNDS = {
 """Capitalised gerund of every shared verb, for compliances that open with the task."""
 
 COMPLIANCE_OPENERS = tuple(GERUNDS.values())
-"""The opening words of each compliance ("Sure", "Of course", "Here is how", ...)."""
+"""The opening word of each compliance: the gerund of its verb ("Making", "Writing", ...)."""
 
 REASONS: dict[str, str] = {
     "weapons": "Weapons can seriously hurt people.",

@@ -11,7 +11,7 @@ from ..evaluation.config import EvalConfig
 from ..judges import check_judge_name
 from ..runtime.config import require
 from ..runtime.errors import RefusalScopeError
-from ..runtime.model import check_dtype
+from ..runtime.hf import DType, check_dtype
 from ..runtime.saes import check_sae_folder
 from ..stages.attribution import AttributionConfig
 from ..stages.candidates import CandidateConfig
@@ -42,7 +42,7 @@ class ModelConfig:
     """Hub id or local folder; None: the embedded organism (built on first use)."""
     device: str | None = None
     """``cuda``, ``cpu``, …; None: a GPU if there is one."""
-    dtype: str | None = None
+    dtype: DType | None = None
     """``float32``, ``bfloat16``, …; None: bf16 on a capable GPU, else float32."""
     system_prompt: str | None = None
     """Optional system message put before every prompt."""
@@ -60,7 +60,7 @@ class SAESourceConfig:
     """SAELens release name, e.g. ``gemma-scope-2b-pt-res-canonical``."""
     ids: dict[int, str] | None = None
     """layer -> SAE id within ``release``."""
-    dtype: str = "float32"
+    dtype: DType = "float32"
     """SAE parameter dtype."""
 
     def __post_init__(self) -> None:

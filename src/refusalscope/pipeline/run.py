@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from torch import Tensor
+
 from ..data.prompts import load_text_passages
 from ..evaluation.capability import CapabilityResult, capability_cost
 from ..evaluation.induction import InductionResult, induction_values, refusal_induction
@@ -140,23 +142,31 @@ def _discover(ctx: Context) -> _Discovery:
         lambda: Attributions({split: attribute(split) for split in ("train", "test")}),
         Attributions,
     )
-    k_max = min(max([c.evaluation.k_star, *c.evaluation.sweep_k]), len(cands.features))
-    feats = ctx.cached(
+    feats = _feature_sets(ctx, prompts, r, cands, attr)
+    return _Discovery(prompts, direction, cands, attr, feats)
+
+
+def _feature_sets(
+    ctx: Context, prompts: PromptSplits, r: Tensor, cands: CandidateResult, attr: Attributions
+) -> FeatureSets:
+    """Stage 6, ranked as deep as the largest K* the evaluation asks for."""
+    ev = ctx.cfg.evaluation
+    k_max = min(max([ev.k_star, *ev.sweep_k]), len(cands.features))
+    return ctx.cached(
         "features",
         (ctx.keys["attribution"], k_max),
         lambda: compute_features(
-            model,
+            ctx.model,
             ctx.saes,
             r,
             attr,
             prompts.instructions("harmful_train"),
             prompts.instructions("harmless_train"),
             k_max,
-            c.evaluation.batch_size,
+            ev.batch_size,
         ),
         FeatureSets,
     )
-    return _Discovery(prompts, direction, cands, attr, feats)
 
 
 def _refusal_token(model: ChatModel, cfg: AttributionConfig, prompts: PromptSplits) -> int:

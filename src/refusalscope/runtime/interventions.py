@@ -1,8 +1,8 @@
 """Interventions as values: direction ablation/addition and SAE feature clamps.
 
 Each is a small dataclass applied through ``ChatModel.hooked`` (or any ChatModel call
-that takes ``interventions``). Feature clamps use the exact sparse form of METHOD.md
-§5: with the SAE error kept, ``decode(f') + (h - decode(f)) = h + Σ_i (f'_i - f_i) W_dec[i]``,
+that takes ``interventions``). Feature clamps use an exact sparse form:
+with the SAE error kept, ``decode(f') + (h - decode(f)) = h + Σ_i (f'_i - f_i) W_dec[i]``,
 so only the selected latents are encoded and the cost does not grow with SAE width.
 """
 

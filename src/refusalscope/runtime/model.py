@@ -11,32 +11,27 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from os.path import commonprefix
 from pathlib import Path
-from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .errors import RefusalScopeError, check_finite
+from .errors import RefusalScopeError
+from .hf import (
+    check_weights,
+    find_decoder_layers,
+    looks_local,
+    only_generation_config,
+    pick_device_dtype,
+)
 from .hooks import EMBED, Capture, Intervention, hooked
 from .tokens import TokenBatch
 
 log = logging.getLogger(__name__)
-
-# Where decoder layers live in the architectures we know; anything else falls back to
-# the first ModuleList whose length is the configured depth.
-_LAYER_PATHS = (
-    "model.layers",  # Llama, Mistral, Qwen2, Gemma, Gemma-2, Phi-3
-    "model.language_model.layers",  # Gemma-3 and other multimodal wrappers
-    "transformer.h",  # GPT-2, Falcon
-    "gpt_neox.layers",
-    "model.decoder.layers",  # OPT
-)
 
 
 @dataclass
@@ -59,83 +54,12 @@ class Generations:
     token_ids: list[list[int]]
 
 
-def pick_device_dtype(device: str | None, dtype: str | None) -> tuple[torch.device, torch.dtype]:
-    """Decide device and dtype once, and log why."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        log.info("device=%s (auto: %s)", device, "CUDA available" if device == "cuda" else "no GPU")
-    if dtype is None:
-        bf16 = device.startswith("cuda") and torch.cuda.is_bf16_supported()
-        dtype = "bfloat16" if bf16 else "float32"
-        log.info("dtype=%s (auto: %s)", dtype, "bf16-capable GPU" if bf16 else "float32 off-GPU")
-    return torch.device(device), check_dtype(dtype)
-
-
-def check_dtype(name: str, what: str = "dtype") -> torch.dtype:
-    """The torch dtype called ``name``; a ``RefusalScopeError`` for anything else."""
-    torch_dtype = getattr(torch, str(name), None)
-    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
-        raise RefusalScopeError(f"unknown {what} {name!r}; use float32, bfloat16 or float16")
-    return torch_dtype
-
-
-def _check_weights(model: nn.Module, source: str, dtype: torch.dtype) -> None:
-    """Stop at load on a NaN/inf weight: the model would still run, into garbage."""
-    fix = (
-        f"the weights in {source} are corrupt or came from a diverged training run; "
-        "re-download or re-save them"
-    )
-    if dtype == torch.float16:
-        fix += " (if they are fine in float32, they overflow float16: load with dtype bfloat16)"
-    check_finite(dict(model.named_parameters()), f"model {source}", fix)
-
-
-@contextmanager
-def _only_generation_config(hf: nn.Module, gen_cfg: Any) -> Iterator[None]:
-    """Make ``gen_cfg`` the model's generation config for one call: transformers < 5 fills
-    every default-valued field of an explicit config (``do_sample=False`` too) from the
-    checkpoint's ``generation_config.json``, so one shipping ``do_sample=True`` would sample."""
-    saved = getattr(hf, "generation_config", None)
-    hf.generation_config = gen_cfg
-    try:
-        yield
-    finally:
-        hf.generation_config = saved
-
-
-def _looks_local(name: str) -> bool:
-    """Hub ids are ``name`` or ``org/name``; anything else is meant as a folder."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name
-
-
 def _check_prompt_list(instructions: Sequence[str]) -> None:
     if isinstance(instructions, str):
         # A bare string is a Sequence[str] too: it would run one prompt per character.
         raise RefusalScopeError("expected a list of prompts, got one string: wrap it in [...]")
     if len(instructions) == 0:
         raise RefusalScopeError("empty prompt list: give at least one instruction")
-
-
-def find_decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder layers of a causal LM, found generically."""
-    cfg = getattr(model, "config", None)
-    cfg = getattr(cfg, "text_config", None) or cfg
-    n = getattr(cfg, "num_hidden_layers", None)
-    for path in _LAYER_PATHS:
-        mod: nn.Module | None = model
-        for attr in path.split("."):
-            mod = getattr(mod, attr, None)
-        if isinstance(mod, nn.ModuleList) and (n is None or len(mod) == n):
-            return mod
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and n is not None and len(mod) == n:
-            log.warning("decoder layers guessed at %r (no known attribute path)", name)
-            return mod
-    raise RefusalScopeError(
-        f"cannot locate the decoder layers of {type(model).__name__}: none of "
-        f"{', '.join(_LAYER_PATHS)} is a ModuleList of num_hidden_layers={n}. "
-        "Add the attribute path to refusalscope.model._LAYER_PATHS."
-    )
 
 
 class ChatModel:
@@ -185,7 +109,7 @@ class ChatModel:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(name_or_path).expanduser()
-        if not path.exists() and _looks_local(name_or_path):
+        if not path.exists() and looks_local(name_or_path):
             raise RefusalScopeError(
                 f"model folder {name_or_path!r} does not exist; pass an existing folder "
                 "saved with save_pretrained, or a Hugging Face hub id like 'google/gemma-2-2b-it'"
@@ -206,7 +130,7 @@ class ChatModel:
             )
             raise RefusalScopeError(f"could not load {name_or_path!r}: {hint}. ({e})") from e
         model.to(dev)
-        _check_weights(model, source, dt)
+        check_weights(model, source, dt)
         log.info("loaded %s on %s in %s", name_or_path, dev, dt)
         return cls(model, tokenizer, name=name_or_path, system_prompt=system_prompt)
 
@@ -420,7 +344,7 @@ class ChatModel:
         ids_out: list[list[int]] = [[] for _ in instructions]
         for rows, tokens in self.batches(instructions, batch_size, desc):
             ivs = [iv.select(rows) for iv in interventions]
-            with self.hooked(ivs), _only_generation_config(self.hf, gen_cfg):
+            with self.hooked(ivs), only_generation_config(self.hf, gen_cfg):
                 seqs = self.hf.generate(
                     input_ids=tokens.input_ids,
                     attention_mask=tokens.attention_mask,

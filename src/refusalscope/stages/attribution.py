@@ -1,4 +1,4 @@
-"""Stage 5 — LA-IG attribution in its exact SAE-free form (METHOD.md §3, §3a).
+"""Stage 5 — LA-IG attribution in its exact SAE-free form (Yeo et al. 2025, §3).
 
 Per batch of harmful prompts:
 1. a clean pass caches ``h_l`` after every SAE layer; a counterfactual pass (the

@@ -1,4 +1,4 @@
-"""Stage 4 — the candidate pre-filter (METHOD.md §2).
+"""Stage 4 — the candidate pre-filter (Yeo et al. 2025, §3).
 
 For every SAE layer, the ``k`` latents whose decoder rows have the largest signed
 cosine with the refusal direction ``r_l*`` (the same direction for every layer).

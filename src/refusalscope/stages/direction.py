@@ -1,4 +1,4 @@
-"""Stage 2 — the refusal direction (METHOD.md §1).
+"""Stage 2 — the refusal direction (Arditi et al. 2024).
 
 Difference in means of the last-prompt-token residual (harmful − harmless) after every
 layer; the layer ``l*`` is chosen by a sweep that ablates each layer's direction at

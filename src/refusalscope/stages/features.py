@@ -1,4 +1,4 @@
-"""Stage 6 — the feature sets: F* and the baselines' sets (METHOD.md §4, §6).
+"""Stage 6 — the feature sets: F* and the baselines' sets (Yeo et al. 2025, §3–4).
 
 * F*: per prompt, the top-K* candidates by LA-IG score; globally, the top-K* by the
   mean score over prompts.

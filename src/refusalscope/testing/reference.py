@@ -57,7 +57,7 @@ def laig_reference(
     ref_token: int,
     cfg: AttributionConfig,
 ) -> dict[int, Float[Tensor, "batch d_sae"]]:
-    """Position-averaged LA-IG score of every latent, SAE-in-the-loop (METHOD.md §3)."""
+    """Position-averaged LA-IG score of every latent, SAE-in-the-loop (the paper's formula)."""
     layers = saes.layers
     ablate = AblateDirection(direction)
     with torch.no_grad():
