@@ -41,7 +41,11 @@ def _prompt_dir(tmp_path):
     [
         ({"judge": "harmbench-typo"}, None, "unknown judge 'harmbench-typo'; choose one of"),
         ({}, "atribution", "--force takes one of"),
-        ({"model": {"dtype": "float33"}}, None, "model.dtype must be one of 'float32', 'bfloat16', 'float16', got the string 'float33'"),
+        (
+            {"model": {"dtype": "float33"}},
+            None,
+            "model.dtype must be one of .*the string 'float33'",
+        ),
         ({"saes": {"dtype": "int8"}}, None, "saes.dtype must be one of .*got the string 'int8'"),
         ({"saes": {"folders": {"3": "/nowhere/sae"}}}, None, "layer 3 .*has no cfg.json"),
         ({"model": {"path": "org/model"}}, None, "a real model needs prompts"),

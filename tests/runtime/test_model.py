@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from refusalscope.runtime.errors import RefusalScopeError
+from refusalscope.runtime.hf import find_decoder_layers, pick_device_dtype
 from refusalscope.runtime.hooks import EMBED, Capture, Intervention, check_direction
 from refusalscope.runtime.interventions import AblateDirection, AddDirection
-from refusalscope.runtime.hf import find_decoder_layers, pick_device_dtype
 from refusalscope.runtime.model import ChatModel
 from tests.conftest import ARCHS, make_tiny_model
 
