@@ -20,11 +20,11 @@ import json
 import sys
 from pathlib import Path
 
+from refusalscope import RunConfig, run
 from refusalscope.organism import vocab
 from refusalscope.organism.build import build_organism
 from refusalscope.organism.data import heldout_splits
 from refusalscope.pipeline.outputs import write_outputs
-from refusalscope.pipeline.run import RunConfig, run_pipeline
 from refusalscope.stages.prompts import PromptConfig
 
 
@@ -47,9 +47,9 @@ def main(out: Path) -> None:
         path.write_text(json.dumps(rows, indent=1))
         files[name] = str(path.resolve())
     cfg = dataclasses.replace(cfg, judge="organism", prompts=PromptConfig(files=files))
-    result = run_pipeline(cfg)
+    result = run(cfg)
     write_outputs(result, out)
-    table = {m: v["complied"] for m, v in result.results["jailbreak"].items()}
+    table = {m: v["complied"] for m, v in result.summary["jailbreak"].items()}
     print(json.dumps({"templates": templates, "jailbreak_complied": table}, indent=1))
 
 

@@ -12,8 +12,8 @@ import dataclasses
 import json
 import sys
 
+from refusalscope import RunConfig, run
 from refusalscope.evaluation.config import EvalConfig
-from refusalscope.pipeline.run import RunConfig, run_pipeline
 
 
 def main(ks: list[int]) -> None:
@@ -31,9 +31,9 @@ def main(ks: list[int]) -> None:
             induction_multiples=(1.0,),
             add_coeffs=(1.0,),
         )
-        res = run_pipeline(dataclasses.replace(RunConfig(), evaluation=ev))
-        rows[k] = {m: v["complied"] for m, v in res.results["jailbreak"].items()}
-        rows[k]["global_fstar"] = res.results["features"]["global"]
+        res = run(dataclasses.replace(RunConfig(), evaluation=ev))
+        rows[k] = {m: v["complied"] for m, v in res.summary["jailbreak"].items()}
+        rows[k]["global_fstar"] = res.summary["features"]["global"]
         print(k, json.dumps(rows[k]), flush=True)
     print(json.dumps(rows, indent=1))
 

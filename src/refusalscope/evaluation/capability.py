@@ -75,7 +75,7 @@ def text_sequences(model: ChatModel, texts: Sequence[str]) -> list[tuple[list[in
     return out
 
 
-def capability_cost(
+def compute_capability(
     model: ChatModel,
     steer: Steering,
     methods: Sequence[str],

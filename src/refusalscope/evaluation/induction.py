@@ -35,7 +35,7 @@ def induction_values(
     return [round(m * scale, 4) for m in cfg.induction_multiples]
 
 
-def refusal_induction(
+def compute_induction(
     model: ChatModel,
     steer: Steering,
     harmless: Sequence[Prompt],

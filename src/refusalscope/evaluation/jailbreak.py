@@ -20,7 +20,7 @@ class JailbreakResult(EvalResult):
     ``degenerate``); rows: every generation with its verdict."""
 
 
-def jailbreak(
+def compute_jailbreak(
     model: ChatModel,
     steer: Steering,
     methods: Sequence[str],

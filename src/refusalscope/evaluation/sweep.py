@@ -41,7 +41,7 @@ class SweepResult:
         return cls(d["table"], (float(d["best"][0]), int(d["best"][1])))
 
 
-def run_sweep(
+def compute_sweep(
     model: ChatModel,
     saes: SAESet,
     features: FeatureSets,

@@ -19,9 +19,9 @@ import math
 import shutil
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from jaxtyping import Float
@@ -123,9 +123,6 @@ class SAETrainConfig:
         """Training steps (sae_lens trains until ``n_tokens`` samples are seen)."""
         return math.ceil(self.n_tokens / self.batch_size)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class SAEQuality:
@@ -139,9 +136,6 @@ class SAEQuality:
     """Fraction of latents that fire on at least one of the tokens."""
     n_tokens: int
     """Tokens evaluated."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _shuffled_batches(

@@ -18,12 +18,12 @@ from typing import Any
 from torch import Tensor
 
 from ..data.prompts import load_text_passages
-from ..evaluation.capability import CapabilityResult, capability_cost
-from ..evaluation.induction import InductionResult, induction_values, refusal_induction
-from ..evaluation.jailbreak import JailbreakResult, jailbreak
+from ..evaluation.capability import CapabilityResult, compute_capability
+from ..evaluation.induction import InductionResult, compute_induction, induction_values
+from ..evaluation.jailbreak import JailbreakResult, compute_jailbreak
 from ..evaluation.stats import paired_comparison, wilson_interval
 from ..evaluation.steering import JAILBREAK_METHODS, Steering
-from ..evaluation.sweep import SweepResult, run_sweep
+from ..evaluation.sweep import SweepResult, compute_sweep
 from ..runtime.cache import versions
 from ..runtime.config import config_hash, to_dict
 from ..runtime.errors import RefusalScopeError
@@ -188,7 +188,7 @@ def _evaluate(ctx: Context, d: _Discovery) -> RunResult:
     sweep = ctx.cached(
         "sweep",
         sweep_key,
-        lambda: run_sweep(model, ctx.saes, d.features, s["harmful_train"], judge, ev),
+        lambda: compute_sweep(model, ctx.saes, d.features, s["harmful_train"], judge, ev),
         SweepResult,
     )
     c_used, k_used = sweep.best if ev.use_sweep else (ev.c, ev.k_star)
@@ -198,21 +198,21 @@ def _evaluate(ctx: Context, d: _Discovery) -> RunResult:
     jb = ctx.cached(
         "jailbreak",
         (*sweep_key, c_used, k_used),
-        lambda: jailbreak(model, steer, methods, s["harmful_test"], judge, ev),
+        lambda: compute_jailbreak(model, steer, methods, s["harmful_test"], judge, ev),
         JailbreakResult,
     )
     texts = _texts(ctx)
     cap = ctx.cached(
         "capability",
         (*sweep_key, c_used, k_used, config_hash(texts)),
-        lambda: capability_cost(model, steer, methods, s["harmless_test"], texts, judge, ev),
+        lambda: compute_capability(model, steer, methods, s["harmless_test"], texts, judge, ev),
         CapabilityResult,
     )
     values = induction_values(model, steer, d.prompts.instructions("harmful_train"), ev)
     ind = ctx.cached(
         "induction",
         (*sweep_key, c_used, k_used, values),
-        lambda: refusal_induction(model, steer, s["harmless_test"], values, judge, ev),
+        lambda: compute_induction(model, steer, s["harmless_test"], values, judge, ev),
         InductionResult,
     )
     summary = _summary(ctx, d, sweep, jb, cap, ind, (c_used, k_used))
