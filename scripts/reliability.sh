@@ -235,7 +235,7 @@ title "7. concurrent writers of one cache key (hammer, 300 rounds)"
 python - <<'EOF'
 import multiprocessing, os, tempfile
 from pathlib import Path
-from refusalscope import cache as c, files
+from refusalscope.runtime import cache as c, files
 
 def write(final, barrier, tag):
     barrier.wait()

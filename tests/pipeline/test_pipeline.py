@@ -297,7 +297,7 @@ def test_a_nan_in_an_sae_fails_before_any_stage(tiny_organism, tmp_path, organis
 
 
 def test_a_full_disk_while_writing_outputs_keeps_the_previous_set(first_run, monkeypatch):
-    from refusalscope import outputs
+    from refusalscope.pipeline import outputs
 
     res, out = first_run
     before = {p.name: p.read_bytes() for p in out.iterdir()}
