@@ -154,13 +154,13 @@ def test_bad_text_passage_line_is_numbered(tmp_path):
 def test_duplicates_are_kept_with_a_warning(tmp_path, caplog):
     path = tmp_path / "harmful_train.json"
     path.write_text(json.dumps([f"p{i % 10}" for i in range(50)]))
-    with caplog.at_level(logging.WARNING, logger="refusalscope.stages.prompts"):
+    with caplog.at_level(logging.WARNING, logger="refusalscope.data.prompts"):
         assert len(load_prompt_file(path, True)) == 50
     assert "harmful_train.json: 40 of 50 prompts are duplicates of others (10 distinct)" in (
         caplog.text
     )
     caplog.clear()
     path.write_text(json.dumps(["same"] * 3))
-    with caplog.at_level(logging.WARNING, logger="refusalscope.stages.prompts"):
+    with caplog.at_level(logging.WARNING, logger="refusalscope.data.prompts"):
         load_prompt_file(path, True)
     assert "2 of 3 prompts are duplicates of others (1 distinct)" in caplog.text

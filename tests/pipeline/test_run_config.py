@@ -59,9 +59,8 @@ def _prompt_dir(tmp_path):
     ],
 )
 def test_bad_config_fails_before_loading(no_loading, raw, force, phrase):
-    cfg = from_dict(RunConfig, raw, "run config")
     with pytest.raises(RefusalScopeError, match=phrase):
-        load_context(cfg, force)
+        load_context(from_dict(RunConfig, raw, "run config"), force)
 
 
 def test_missing_prompt_file_and_missing_saes_fail_before_loading(no_loading, tmp_path):

@@ -266,7 +266,7 @@ def test_load_from_local_folder(tmp_path, monkeypatch, caplog, tiny_chat_model, 
 
 
 def test_device_dtype_decided_once_and_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="refusalscope.runtime.model"):
+    with caplog.at_level(logging.INFO, logger="refusalscope.runtime.hf"):
         dev, dt = pick_device_dtype(None, None)
     if torch.cuda.is_available():
         assert dev.type == "cuda"
