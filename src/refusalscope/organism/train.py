@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..runtime.config import require
+from ..runtime.tokens import TokenBatch, pad
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +131,11 @@ def collate(
     seqs: Sequence[tuple[list[int], list[int]]], pad_id: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Right-padded ``input_ids``, ``attention_mask``, ``labels``."""
-    T = max(len(ids) for ids, _ in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), T), dtype=torch.long)
-    labels = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
-    for i, (x, y) in enumerate(seqs):
-        ids[i, : len(x)] = torch.tensor(x)
-        attn[i, : len(x)] = 1
-        labels[i, : len(y)] = torch.tensor(y)
-    return ids, attn, labels
+    batch = TokenBatch.collate(
+        [x for x, _ in seqs], [[True] * len(x) for x, _ in seqs], pad_id, "right"
+    )
+    labels = pad([y for _, y in seqs], IGNORE, "right", batch.input_ids.shape[1], torch.long)
+    return batch.input_ids, batch.attention_mask, labels
 
 
 def _lr_at(step: int, cfg: ModelTrainConfig) -> float:
