@@ -42,6 +42,7 @@ def organism_build(
         list[str] | None,
         typer.Option(
             "--set",
+            metavar="KEY=VALUE",
             help="Override one config field, e.g. --set sae.expansion=4 (repeatable; "
             "values are JSON, else text).",
         ),
@@ -92,6 +93,7 @@ def run(
         list[str] | None,
         typer.Option(
             "--set",
+            metavar="KEY=VALUE",
             help="Override one config field, e.g. --set evaluation.k_star=20 (repeatable; "
             "values are JSON, else text).",
         ),
