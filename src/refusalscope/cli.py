@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -25,6 +25,16 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
+def _set_option(example: str) -> Any:
+    """The repeatable ``--set KEY=VALUE`` option of a command whose config it overrides."""
+    return typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help=f"Override one config field, e.g. --set {example} (repeatable; values are JSON, "
+        "else text).",
+    )
+
+
 def _fail(e: RefusalScopeError) -> None:
     typer.echo(f"error: {e}", err=True)
     raise typer.Exit(2)
@@ -38,15 +48,7 @@ def organism_build(
         Path | None, typer.Option(help="JSON/TOML file with OrganismConfig fields.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if cached.")] = False,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="Override one config field, e.g. --set sae.expansion=4 (repeatable; "
-            "values are JSON, else text).",
-        ),
-    ] = None,
+    overrides: Annotated[list[str] | None, _set_option("sae.expansion=4")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Build the organism (or reuse the cached build) and print its organism.json summary."""
@@ -89,15 +91,7 @@ def run(
     force: Annotated[
         str | None, typer.Option(help="Recompute this stage and all later ones.")
     ] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--set",
-            metavar="KEY=VALUE",
-            help="Override one config field, e.g. --set evaluation.k_star=20 (repeatable; "
-            "values are JSON, else text).",
-        ),
-    ] = None,
+    overrides: Annotated[list[str] | None, _set_option("evaluation.k_star=20")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the whole method (organism by default) and write results, report and artifacts."""
