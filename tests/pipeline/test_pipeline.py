@@ -192,6 +192,14 @@ def test_load_run_refuses_other_folders(tmp_path):
         load_run(tmp_path)
 
 
+def test_load_run_names_what_an_older_output_lacks(first_run, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(first_run[1], old)
+    (old / "features.safetensors").unlink()
+    with pytest.raises(RefusalScopeError, match="lacks features.safetensors .*older refusalscope"):
+        load_run(old)
+
+
 def test_changed_config_recomputes_from_that_stage(first_run):
     ev = dataclasses.replace(small_run().evaluation, n_induction=4)
     res = run_pipeline(small_run(evaluation=ev))

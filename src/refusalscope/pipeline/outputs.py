@@ -1,7 +1,8 @@
 """A run's output folder: what ``refusalscope run`` writes, and ``load_run`` to read it.
 
 ``results.json`` (the summary the report shows), ``prompts.json`` (the splits),
-``direction.safetensors``, ``attribution.safetensors`` (train and test in one table),
+``direction.safetensors`` and ``direction_sweep.json``, ``attribution.safetensors`` (train
+and test in one table),
 ``features.safetensors`` (every method's ranked sets, the per-prompt F* sets included),
 ``generations.jsonl`` (every judged generation) and ``report.html``. The set is written
 whole into a temp folder and swapped in, results.json last: its presence means the
@@ -41,7 +42,6 @@ from .run import RunResult
 
 RESULTS = "results.json"
 ATTRIBUTION = "attribution.safetensors"
-DIRECTION = "direction.safetensors"
 GENERATIONS = "generations.jsonl"
 REPORT = "report.html"
 KIND = "run"
@@ -49,6 +49,18 @@ NEED_BYTES = 16 * 2**20
 SPLITS = ("train", "test")
 """Attribution splits, by their index in the ``split`` column of attribution.safetensors."""
 _PER_PROMPT = ("score", "jb_token", "metric_clean", "metric_patch", "all_top", "all_top_score")
+
+
+READ = (
+    RESULTS,
+    GENERATIONS,
+    ATTRIBUTION,
+    PromptSplits.FILE,
+    FeatureSets.FILE,
+    DirectionResult.TENSORS,
+    DirectionResult.SWEEP,
+)
+"""The files ``load_run`` reads."""
 
 
 def check_out(out: Path) -> Path:
@@ -63,10 +75,7 @@ def write_outputs(res: RunResult, out: Path) -> None:
     """
     with output_folder(out, KIND, last=(RESULTS,), need_bytes=NEED_BYTES) as tmp:
         save_tensors(tmp / ATTRIBUTION, combined_attribution(res.attribution))
-        save_tensors(
-            tmp / DIRECTION,
-            {"r": res.direction.r, "layer": torch.tensor(res.direction.layer)},
-        )
+        res.direction.save(tmp)
         res.features.save(tmp)
         res.prompts.save(tmp)
         write_jsonl(tmp / GENERATIONS, res.generations)
@@ -129,9 +138,13 @@ def load_run(folder: str | Path) -> RunResult:
             f"{folder} is not a refusalscope run output (no {MARKER} of a run); give the --out "
             "folder of `refusalscope run`"
         )
-    missing = [f for f in marker.get("files", []) if not (folder / f).is_file()]
+    needed = {*marker.get("files", []), *READ}
+    missing = sorted(f for f in needed if not (folder / f).is_file())
     if missing:
-        raise RefusalScopeError(f"{folder} is incomplete: {', '.join(missing)} missing; rerun")
+        raise RefusalScopeError(
+            f"{folder} lacks {', '.join(missing)} (incomplete, or written by an older "
+            "refusalscope); rerun `refusalscope run` with this --out"
+        )
     summary = read_json(folder / RESULTS)
     rows = read_jsonl(folder / GENERATIONS)
     by_eval = {e: [r for r in rows if r.get("eval") == e] for e in ("jailbreak", "capability")}
@@ -139,16 +152,11 @@ def load_run(folder: str | Path) -> RunResult:
         m: {k: v for k, v in s.items() if k != "complied_ci95"}
         for m, s in summary["jailbreak"].items()
     }
-    d = summary["direction"]
-    t = load_tensors(folder / DIRECTION)
-    direction = DirectionResult(
-        t["r"], int(t["layer"]), {int(k): v for k, v in d["sweep"].items()}, d["base"]
-    )
     best = summary.get("sweep_best") or [summary["steering"]["c"], summary["steering"]["k_star"]]
     return RunResult(
         summary=summary,
         prompts=PromptSplits.load(folder),
-        direction=direction,
+        direction=DirectionResult.load(folder),
         attribution=split_attribution(load_tensors(folder / ATTRIBUTION)),
         features=FeatureSets.load(folder),
         sweep=SweepResult(summary["sweep"], (float(best[0]), int(best[1]))),
