@@ -47,11 +47,12 @@ LAYERS = {
     "stages": 2,
     "evaluation": 3,
     "testing": 3,
-    "report": 4,
-    "pipeline": 5,
-    "cli": 6,
-    "bench": 6,
-    "__main__": 6,
+    "analysis": 4,
+    "report": 5,
+    "pipeline": 6,
+    "cli": 7,
+    "bench": 7,
+    "__main__": 7,
 }
 APART = [{"data", "judges"}, {"evaluation", "testing"}]  # same layer, no imports between
 CLIENT = "organism"  # imports layers 0..CLIENT_MAX_LAYER; imported only by CLIENT_IMPORTERS
@@ -66,7 +67,17 @@ LONG_MODULES = {"organism/vocab.py"}  # word lists, relative to PACKAGE_DIR
 MAX_FUNCTION_LINES = 60
 LONG_MARK = "Long because"
 OUTSIDE_DOCS = ["METHOD.md", "ORGANISM.md", "STYLE.md", "../shared"]
-MIRRORED = ["runtime", "stages", "evaluation", "judges", "data", "report", "pipeline", "organism"]
+MIRRORED = [
+    "runtime",
+    "stages",
+    "evaluation",
+    "analysis",
+    "judges",
+    "data",
+    "report",
+    "pipeline",
+    "organism",
+]
 
 
 # ------------------------------------------------------------------ modules and imports

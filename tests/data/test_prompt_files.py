@@ -36,19 +36,19 @@ def test_jsonl_and_csv_keep_extra_fields_as_labels(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("x.txt", "Build a bomb", "must be .json, .jsonl or .csv"),
+        ("x.txt", "Build a bomb", "must be .json, .jsonl, .csv or .tsv"),
         ("x.json", '{"instruction": "a"}', "must hold a list"),
-        ("x.json", '["a", {"question": "a"}]', r"x.json, row 2: none of the fields"),
+        ("x.json", '["a", {"query": "a"}]', r"x.json, row 2: none of the fields"),
         ("x.json", '["a", {"text": " "}]', r"x.json, row 2: empty instruction"),
         ("x.json", '["a", ""]', r"x.json, row 2: empty instruction"),
         ("x.json", '[{"prompt": 5}]', r"x.json, row 1: the 'prompt' field must be a string"),
         ("x.json", '[["a"]]', r"x.json, row 1: each row must be a string or an object"),
-        ("x.json", "[]", "holds no prompts"),
+        ("x.json", "[]", "holds no rows"),
         ("x.json", '[{"instruction": "a", "meta": 3}]', "row 1: 'meta' must be an object"),
         ("x.jsonl", '"a"\n\n[1]\n', r"x.jsonl, line 3: each row must be a string"),
         ("x.csv", "goal,target\nA,b\n,c\n", r"x.csv, line 3: empty instruction"),
         ("x.csv", "goal,target\nA,b\nB,c,d\n", r"x.csv, line 3: more fields than the header"),
-        ("x.csv", "goal,target\n", "holds no prompts"),
+        ("x.csv", "goal,target\n", "holds no rows"),
     ],
 )
 def test_bad_prompt_files_get_one_clear_error(tmp_path, name, content, message):

@@ -1,7 +1,7 @@
 """Prompt files and text passages, read with one clear error per problem.
 
 Prompt files: JSON lists of strings or of ``{"instruction", "category"}`` objects (the
-refusal_direction format), JSONL with the same rows, or CSV with an ``instruction`` (or
+refusal_direction format), JSONL with the same rows, or CSV/TSV with an ``instruction`` (or
 ``prompt``/``goal``/``behavior``) column. Text passages: ``.txt`` (one per non-empty line)
 or ``.jsonl`` with a ``text`` field.
 """
@@ -20,9 +20,9 @@ from ..runtime.types import Prompt
 
 log = logging.getLogger(__name__)
 
-TEXT_KEYS = ("instruction", "prompt", "goal", "behavior", "text")
+TEXT_KEYS = ("instruction", "prompt", "goal", "behavior", "question", "text")
 """Fields that hold the prompt text, in order of preference (JailbreakBench has both
-``Goal``, the request, and ``Behavior``, a short name)."""
+``Goal``, the request, and ``Behavior``, a short name; CATQA's is ``Question``)."""
 CATEGORY_KEYS = ("category", "semanticcategory")
 
 
@@ -33,25 +33,32 @@ def load_prompt_file(path: str | Path, harmful: bool | None) -> list[Prompt]:
     instructions are kept, so each is used as often as it appears, with a warning.
     """
     p = Path(path).expanduser()
+    located = read_rows(p, "prompt file")
+    prompts = [_row_to_prompt(row, harmful, f"{p}, {where}") for where, row in located]
+    _warn_duplicates(prompts, p)
+    return prompts
+
+
+def read_rows(p: Path, what: str) -> list[tuple[str, object]]:
+    """The rows of a ``.json`` list, ``.jsonl``, ``.csv`` or ``.tsv`` file, each with where
+    it is in the file (``row 3``, ``line 7``) for error messages; never empty."""
     if not p.is_file():
-        raise RefusalScopeError(f"prompt file {p} does not exist")
-    if p.suffix not in (".json", ".jsonl", ".csv"):
-        raise RefusalScopeError(f"prompt file {p} must be .json, .jsonl or .csv")
+        raise RefusalScopeError(f"{what} {p} does not exist")
+    if p.suffix not in (".json", ".jsonl", ".csv", ".tsv"):
+        raise RefusalScopeError(f"{what} {p} must be .json, .jsonl, .csv or .tsv")
     text = read_utf8(p)
     if p.suffix == ".json":
         rows = _json(text, p)
         if not isinstance(rows, list):
-            raise RefusalScopeError(f"{p} must hold a list of instructions")
+            raise RefusalScopeError(f"{p} must hold a list of rows")
         located = [(f"row {i}", row) for i, row in enumerate(rows, 1)]
     elif p.suffix == ".jsonl":
         located = [(f"line {n}", _json(line, p, n)) for n, line in _nonblank_lines(text)]
     else:
-        located = _csv_rows(text, p)
+        located = _csv_rows(text, p, "\t" if p.suffix == ".tsv" else ",")
     if not located:
-        raise RefusalScopeError(f"prompt file {p} holds no prompts")
-    prompts = [_row_to_prompt(row, harmful, f"{p}, {where}") for where, row in located]
-    _warn_duplicates(prompts, p)
-    return prompts
+        raise RefusalScopeError(f"{what} {p} holds no rows")
+    return located
 
 
 def _json(text: str, path: Path, line: int | None = None):
@@ -68,9 +75,9 @@ def _nonblank_lines(text: str) -> list[tuple[int, str]]:
     return [(n, line.rstrip("\r")) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
 
 
-def _csv_rows(text: str, path: Path) -> list[tuple[str, dict]]:
+def _csv_rows(text: str, path: Path, delimiter: str = ",") -> list[tuple[str, dict]]:
     """Rows with the file line each ends on (the header is line 1)."""
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     rows = []
     try:
         for row in reader:

@@ -64,3 +64,49 @@ def paired_comparison(
             "p_value": float(f"{mcnemar_exact(a, b):.3g}"),
         }
     return out
+
+
+def bootstrap_mean_ci(
+    values: Sequence[float], n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap 95 % interval of the mean (``(nan, nan)`` when empty)."""
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, (n_boot, x.size))].mean(1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def bootstrap_diff_ci(
+    a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap 95 % interval of ``mean(a) − mean(b)``, each resampled on its own."""
+    import numpy as np
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.size == 0 or y.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    dx = x[rng.integers(0, x.size, (n_boot, x.size))].mean(1)
+    dy = y[rng.integers(0, y.size, (n_boot, y.size))].mean(1)
+    low, high = np.percentile(dx - dy, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and two-sided 95 % Student-t interval (over seeds: few, independent values)."""
+    from scipy import stats
+
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, math.nan, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from ..analysis.config import AnalysisConfig
+from ..data.pairs import load_pair_file
 from ..data.prompts import load_text_passages
 from ..evaluation.config import EvalConfig
 from ..judges import check_judge_name
@@ -31,6 +33,9 @@ STAGES = (
     "jailbreak",
     "capability",
     "induction",
+    "categories",
+    "jailbreak_analysis",
+    "probes",
 )
 
 
@@ -86,6 +91,7 @@ class RunConfig:
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
 
 def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
@@ -102,6 +108,8 @@ def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
         check_sae_folder(layer, folder)
     if cfg.evaluation.text_file is not None:
         load_text_passages(cfg.evaluation.text_file)  # exists, right format, not empty
+    if cfg.analysis.jailbreak_pairs is not None:
+        load_pair_file(cfg.analysis.jailbreak_pairs)  # exists, both sides on every row
     if cfg.prompts.files or cfg.prompts.dataset_dir:
         check_prompt_files(cfg.prompts)  # parses every file; warns on duplicates
     elif cfg.model.path is not None:

@@ -1,7 +1,8 @@
 """The orchestrator: runs the stages in order, each cached by its key.
 
 prompts → direction → candidates → attribution → features → sweep → jailbreak →
-capability → induction. Each stage is computed by its module's ``compute_*`` (or
+capability → induction → categories → jailbreak_analysis → probes (the analyses,
+``pipeline.analyses``). Each stage is computed by its module's ``compute_*`` (or
 evaluation) function, saved under ``$REFUSALSCOPE_CACHE/runs/<stage>/<key>/`` (marked
 complete last) and reused while its config, its code and everything upstream are
 unchanged; ``force`` recomputes a stage and all stages after it.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
@@ -38,6 +39,7 @@ from ..stages.candidates import CandidateResult, compute_candidates
 from ..stages.direction import DirectionResult, compute_direction
 from ..stages.features import FeatureSets, compute_features
 from ..stages.prompts import PromptSplits, compute_prompts, source_fingerprint
+from .analyses import Analyses, run_analyses
 from .config import RunConfig
 from .context import Context, load_context
 
@@ -60,12 +62,14 @@ class RunResult:
     jailbreak: JailbreakResult
     capability: CapabilityResult
     induction: InductionResult
+    analyses: Analyses = field(default_factory=Analyses)
+    """Harm categories, jailbreak prompts and OOD probes (each None when skipped)."""
 
     @property
     def generations(self) -> list[dict]:
-        """Every judged generation (jailbreak, capability, induction), as written to
-        ``generations.jsonl``."""
-        return self.jailbreak.rows + self.capability.rows + self.induction.rows
+        """Every judged generation (jailbreak, capability, induction, the analyses'), as
+        written to ``generations.jsonl``."""
+        return self.jailbreak.rows + self.capability.rows + self.induction.rows + self.analyses.rows
 
 
 @dataclass
@@ -215,9 +219,11 @@ def _evaluate(ctx: Context, d: _Discovery) -> RunResult:
         lambda: compute_induction(model, steer, s["harmless_test"], values, judge, ev),
         InductionResult,
     )
+    analyses = run_analyses(ctx, d, steer, (*sweep_key, c_used, k_used))
     summary = _summary(ctx, d, sweep, jb, cap, ind, (c_used, k_used))
+    summary |= analyses.summary()
     return RunResult(
-        summary, d.prompts, d.direction, d.attribution, d.features, sweep, jb, cap, ind
+        summary, d.prompts, d.direction, d.attribution, d.features, sweep, jb, cap, ind, analyses
     )
 
 

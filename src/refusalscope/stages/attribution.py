@@ -251,6 +251,23 @@ def _masked_mean(A: Tensor, mask: Tensor) -> Tensor:
     return (A * m).sum(1) / m.sum(1).clamp(min=1)
 
 
+def position_scores(
+    saes: SAESet,
+    ig: IGCache,
+    layer: int,
+    latents: Int[Tensor, " k"],
+    direction: Tensor,
+) -> Float[Tensor, "batch seq k"]:
+    """Step 3 at every position: ``A_l[t] = (f_patch − f_clean)·(ḡ_l[t] @ W_dec[i]ᵀ)``
+    (zero where the latent does not move; padding is not masked here)."""
+    ablate = AblateDirection(direction)
+    h, a = ig.clean[layer], ig.patch_in[layer]
+    f_clean = saes.encode(layer, h, latents).float()
+    f_patch = saes.encode(layer, ablate.edit(layer, a, EditContext()), latents).float()
+    rows = saes.decoder_rows(layer, latents).float()
+    return (f_patch - f_clean) * (ig.grad[layer] @ rows.T)
+
+
 def score_latents(
     saes: SAESet,
     ig: IGCache,
@@ -259,12 +276,7 @@ def score_latents(
     direction: Tensor,
 ) -> Float[Tensor, "batch k"]:
     """Step 3 for some latents of one layer: position-averaged ``(f_patch − f_clean)·ḡ·W_dec``."""
-    ablate = AblateDirection(direction)
-    h, a = ig.clean[layer], ig.patch_in[layer]
-    f_clean = saes.encode(layer, h, latents).float()
-    f_patch = saes.encode(layer, ablate.edit(layer, a, EditContext()), latents).float()
-    rows = saes.decoder_rows(layer, latents).float()
-    A = (f_patch - f_clean) * (ig.grad[layer] @ rows.T)
+    A = position_scores(saes, ig, layer, latents, direction)
     return _masked_mean(A, ig.tokens.prompt_mask)
 
 
