@@ -130,6 +130,48 @@ def run(
     sys.stdout.write("\n")
 
 
+@app.command("replicate")
+def replicate(
+    seeds: Annotated[
+        int, typer.Option(help="Organisms to build and study: seeds 0 .. N-1.", min=2)
+    ] = 5,
+    config: Annotated[
+        Path | None, typer.Option(help="JSON/TOML file with RunConfig fields.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("refusalscope-replicate"),
+    overrides: Annotated[list[str] | None, _set_option("organism.model.steps=800")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the method and its analyses on organisms of N seeds; print the table over seeds
+    (mean, 95 % interval, paired F* − baseline) and write it with every run's outputs."""
+    _setup_logging(verbose)
+    from .pipeline.config import RunConfig, check_run_config
+    from .pipeline.replicate import MARKDOWN
+    from .pipeline.replicate import replicate as replicate_all
+    from .runtime.config import apply_overrides, from_dict, read_config_file
+
+    try:
+        raw = apply_overrides(read_config_file(config) if config else {}, overrides or [])
+        cfg = from_dict(RunConfig, raw, "run config")
+        check_run_config(cfg)
+        replicate_all(
+            cfg,
+            list(range(seeds)),
+            out,
+            on_seed=lambda s, _: typer.echo(f"seed {s}: done", err=True),
+        )
+    except RefusalScopeError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        typer.echo(
+            f"interrupted: nothing was written to {out}; finished stages are cached, so "
+            "rerunning the same command resumes",
+            err=True,
+        )
+        raise typer.Exit(130) from None
+    typer.echo((out / MARKDOWN).read_text())
+
+
 @app.command("bench")
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Fewer prompts and repeats.")] = False,

@@ -43,10 +43,32 @@ class Analyses:
             out[name] = result.table if result is not None else {"skipped": self.skipped[name]}
         return out
 
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any], rows: list[dict]) -> Analyses:
+        """The inverse of ``summary`` (+ the generations): what ``load_run`` reads back."""
+        out = cls()
+        tagged = {tag: [r for r in rows if r.get("eval") == tag] for tag in _ROW_TAGS.values()}
+        for name, result_cls in _RESULTS.items():
+            section = summary.get(name) or {"skipped": "not in this output (older refusalscope)"}
+            if "skipped" in section:
+                out.skipped[name] = section["skipped"]
+            else:
+                setattr(out, name, result_cls(section, tagged.get(_ROW_TAGS.get(name), [])))
+        return out
+
     @property
     def rows(self) -> list[dict]:
         found = (self.categories, self.jailbreak_analysis, self.probes)
         return [row for r in found if r is not None for row in r.rows]
+
+
+_RESULTS = {
+    "categories": CategoryResult,
+    "jailbreak_analysis": JailbreakAnalysisResult,
+    "probes": ProbeResult,
+}
+_ROW_TAGS = {"categories": "categories", "jailbreak_analysis": "jailbreak_pairs"}
+"""The ``eval`` tag of each analysis' rows in generations.jsonl."""
 
 
 def organism_pairs(ctx: Context) -> list[PromptPair]:

@@ -38,6 +38,7 @@ from ..stages.attribution import AttributionResult, Attributions
 from ..stages.direction import DirectionResult
 from ..stages.features import FeatureSets
 from ..stages.prompts import PromptSplits
+from .analyses import Analyses
 from .run import RunResult
 
 RESULTS = "results.json"
@@ -165,4 +166,5 @@ def load_run(folder: str | Path) -> RunResult:
         induction=InductionResult(
             summary["induction"], [r for r in rows if r.get("eval") == "induction"]
         ),
+        analyses=Analyses.from_summary(summary, rows),
     )

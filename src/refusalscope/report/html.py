@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
+
+from .analyses import analyses_sections
+from .tables import interval, nested, table
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -15,40 +18,6 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 """
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return html.escape(str(v))
-
-
-def table(rows: Sequence[Sequence[Any]], header: Sequence[str], best: int | None = None) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = []
-    for i, row in enumerate(rows):
-        cls = ' class="best"' if i == best else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
-
-
-def _nested(d: Mapping[str, Mapping[str, Any]], row_label: str) -> str:
-    cols = sorted({k for v in d.values() for k in v}, key=_num_key)
-    rows = [[name, *(v.get(c, "") for c in cols)] for name, v in d.items()]
-    return table(rows, [row_label, *cols])
-
-
-def _num_key(s: str) -> tuple:
-    try:
-        return (0, float(s))
-    except ValueError:
-        return (1, s)
-
-
-def _interval(ci: Sequence[float] | None) -> str:
-    return "" if not ci else f"{ci[0]:.2f}–{ci[1]:.2f}"
-
-
 def render_report(r: Mapping[str, Any]) -> str:
     """The report as one HTML string."""
     d = r["direction"]
@@ -56,7 +25,7 @@ def render_report(r: Mapping[str, Any]) -> str:
     chosen = list(d["sweep"]).index(str(d["layer"]))
     jb = r["jailbreak"]
     jb_rows = [
-        [m, v["n"], v["complied"], _interval(v.get("complied_ci95")), v["refused"], v["degenerate"]]
+        [m, v["n"], v["complied"], interval(v.get("complied_ci95")), v["refused"], v["degenerate"]]
         for m, v in jb.items()
     ]
     paired = [
@@ -93,11 +62,12 @@ def render_report(r: Mapping[str, Any]) -> str:
         "the judge's complied rate on the harmless prompts.</p>",
         table(cap_rows, ["method", "CE on base responses", "CE on text", "harmless complied"]),
         "<h2>Refusal induction (harmless prompts, refusal rate)</h2>",
-        _nested(r["induction"], "method"),
+        nested(r["induction"], "method"),
         "<h2>Clamp sweep on the train split (complied)</h2>",
-        _nested(sweep, "scale"),
+        nested(sweep, "scale"),
         f"<h2>Global F* (top {len(feats)})</h2>",
         table(feats, ["layer", "latent", "mean LA-IG score"]),
+        *analyses_sections(r),
         "<h2>Stages</h2>",
         table(
             [[k, v["seconds"], v["cached"]] for k, v in r["stages"].items()],
