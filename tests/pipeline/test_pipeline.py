@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from refusalscope.analysis.config import AnalysisConfig
 from refusalscope.evaluation.config import EvalConfig
 from refusalscope.pipeline.config import STAGES, ModelConfig, RunConfig, SAESourceConfig
 from refusalscope.pipeline.context import load_context
@@ -46,6 +47,8 @@ def small_run(**changes) -> RunConfig:
             induction_multiples=(0.0, 1.0),
             add_coeffs=(0.0, 1.0),
         ),
+        # 2 harmful train prompts per category here (the full organism has 16)
+        analysis=AnalysisConfig(min_category_prompts=1, probe_random_draws=3, n_bootstrap=200),
     )
     return dataclasses.replace(cfg, **changes)
 
@@ -134,6 +137,58 @@ def test_the_method_finds_the_planted_refusal(first_run):
     assert float(f_values[0]) == 0.0
     assert ind["fstar"][f_values[1]] >= ind["fstar"][f_values[0]] + 0.5
     assert ind["add_direction"]["1.0"] >= ind["add_direction"]["0.0"] + 0.5
+
+
+def test_the_analyses_write_their_sections(first_run):
+    res, out = first_run
+    r = json.loads((out / "results.json").read_text())
+    c = r["categories"]
+    assert set(c) >= {"common", "specific", "jailbreak", "transfer", "selectivity", "overlap"}
+    cats = c["categories"]
+    assert len(cats) == 8 and set(c["transfer"]) == set(cats)
+    assert all(set(row) == set(cats) for row in c["transfer"].values())
+    assert all(set(v) == {"specific", "common", "all"} for v in c["jailbreak"].values())
+    sizes = {len(v) for v in c["specific"].values()}
+    assert len(sizes) == 1  # truncated to one size
+    assert all(len(c["selectivity"][k]) == len(v) for k, v in c["specific"].items())
+    j = r["jailbreak_analysis"]
+    assert "last 2 prompt positions" in j["rule"]  # the organism's template: <|end|><|assistant|>
+    assert {"successful", "failed"} <= set(j["groups"])
+    assert {f"wrapper:{w}" for w in ("freebot", "ignore", "devmode", "fiction")} <= set(j["groups"])
+    for g in j["groups"].values():
+        assert {"n", "harm_drop", "refusal_drop", "harm_drop_ci95", "refusal_drop_ci95"} <= set(g)
+    assert j["n_pairs"] == 32 and j["features"]
+    p = r["probes"]
+    assert p["k"] == 4  # K* of the small run's features is 4 < probe_k = 7
+    for part in ("in_distribution", "ood"):
+        assert set(p[part]) == {"refusal_features", "random", "dense", "direction"}
+    assert {"accuracy", "auroc", "accuracy_ci95"} <= set(p["ood"]["refusal_features"])
+    assert "layer" in p["detail"]["dense"]
+    back = load_run(out)
+    assert back.analyses.categories.table == c and back.analyses.probes.table == p
+    assert back.analyses.jailbreak_analysis.rows == res.analyses.jailbreak_analysis.rows
+    html = (out / "report.html").read_text()
+    for title in ("Harm categories", "Jailbreak prompts", "Probes"):
+        assert title in html
+
+
+def test_the_analyses_recover_what_the_organism_plants(first_run):
+    """Ground truth the reduced organism shows (seed 0, 10 test prompts, 32 pairs), and
+    why: its failing wrappers were trained to still refuse, so every pair under one is a
+    failed jailbreak; and the jailbreaks that do work suppress the refusal features (read
+    at the template's end) much more than the failing ones. Not asserted, because the
+    reduced organism does not show them: a category-specific path (its transfer matrix is
+    all zeros at the chosen c and K*, one specific feature per category) and a harm-feature
+    drop (almost every F* feature attributes at the end of the prompt here)."""
+    r = first_run[0].summary
+    j = r["jailbreak_analysis"]
+    rows = first_run[0].analyses.jailbreak_analysis.rows
+    failing = [x for x in rows if x["kind"] in ("fiction", "hypothetical", "school")]
+    assert failing and all(x["judgement"] != "complied" for x in failing)
+    d = j["difference"]
+    assert d["refusal_drop"] > 0.2 and d["refusal_drop_ci95"][0] > 0
+    p = r["probes"]["in_distribution"]
+    assert p["refusal_features"]["auroc"] > p["random"]["auroc"]
 
 
 def test_unchanged_config_reuses_every_stage(first_run):

@@ -114,7 +114,7 @@ def selectivity(
     batch_size: int,
 ) -> dict[str, list[float | None]]:
     """Per category, each specific feature's own-category / other-category activation
-    (``None`` when it is zero on both)."""
+    (``ratio``: capped, None when it is zero on both)."""
     union = feature_list(sorted({tuple(f) for s in specific.values() for f in s.tolist()}))
     if len(union) == 0:
         return {c: [] for c in specific}
@@ -125,11 +125,19 @@ def selectivity(
         own = acts[groups[c]][:, cols].mean(0)
         others = [i for o, rows in groups.items() if o != c for i in rows]
         rest = acts[others][:, cols].mean(0)
-        out[c] = [
-            None if o == 0 and r == 0 else round(float(o / max(r, 1e-6)), 4)
-            for o, r in zip(own.tolist(), rest.tolist(), strict=True)
-        ]
+        out[c] = [ratio(o, r) for o, r in zip(own.tolist(), rest.tolist(), strict=True)]
     return out
+
+
+MAX_RATIO = 1000.0
+"""Selectivity reported for a feature that never fires on the other categories."""
+
+
+def ratio(own: float, others: float) -> float | None:
+    """``own / others``, capped at ``MAX_RATIO``; None when the feature is silent on both."""
+    if own <= 0 and others <= 0:
+        return None
+    return round(min(own / others, MAX_RATIO) if others > 0 else MAX_RATIO, 4)
 
 
 @dataclass
@@ -180,7 +188,11 @@ def category_jailbreaks(
     by_to: dict[str, dict[str, list[dict]]] = {}
     for src in cats:
         ivs = clamps.scale(sets.specific[src]) + pin_common
-        got = clamps.run(prompts, ivs, {"eval": "categories", "clamp": "specific", "from": src})
+        got = clamps.run(
+            prompts,
+            ivs,
+            {"eval": "categories", "method": "specific", "clamp": "specific", "from": src},
+        )
         for row, i in zip(got, every, strict=True):
             row["category"] = test[i].category
             by_to.setdefault(test[i].category, {}).setdefault(src, []).append(row)
@@ -192,8 +204,10 @@ def category_jailbreaks(
         common_rows = []
         if len(sets.common):
             ivs = clamps.scale(sets.common) + clamps.pin(sets.specific[c], mine)
-            common_rows = clamps.run(mine, ivs, {"eval": "categories", "clamp": "common", "to": c})
-        tag = {"eval": "categories", "clamp": "all", "to": c}
+            common_rows = clamps.run(
+                mine, ivs, {"eval": "categories", "method": "common", "clamp": "common", "to": c}
+            )
+        tag = {"eval": "categories", "method": "all", "clamp": "all", "to": c}
         all_rows = clamps.run(mine, clamps.scale(both), tag)
         rows += common_rows + all_rows
         raw[c] = {

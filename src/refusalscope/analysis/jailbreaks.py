@@ -236,7 +236,7 @@ def compute_jailbreak_analysis(
         [],
         judge,
         ev,
-        {"eval": "jailbreak_pairs"},
+        {"eval": "jailbreak_pairs", "method": "base"},
         desc="wrapped prompts",
     )
     for row, p in zip(judged.rows, pairs, strict=True):

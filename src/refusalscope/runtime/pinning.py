@@ -4,7 +4,10 @@ The harm-category analysis clamps one set of latents while holding another at it
 original value, so that the clamp's effect cannot run through the held set:
 ``h <- h + Σ_i (f_i^clean − f_i) · W_dec[i]`` at every prompt position, with ``f^clean``
 recorded on a clean pass (``clean_latent_values``) and ``f`` the latent on the edited
-residual. Generated tokens have no clean value and are left alone.
+residual. This is the SAE in the loop with those latents set to their clean values and
+the SAE error kept, ``decode(f') + (h − decode(f))`` (as the other clamps; re-encoding the
+result need not give back exactly ``f^clean``, the decoder rows not being orthogonal).
+Generated tokens have no clean value and are left alone.
 """
 
 from __future__ import annotations
