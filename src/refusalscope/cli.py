@@ -124,10 +124,33 @@ def run(
         "direction_layer": r["direction"]["layer"],
         "steering": r["steering"],
         "jailbreak_complied": {m: v["complied"] for m, v in r["jailbreak"].items()},
+        "analyses": _analyses_headline(r),
         "stages_seconds": {k: v["seconds"] for k, v in r["stages"].items()},
     }
     json.dump(summary, sys.stdout, indent=2)
     sys.stdout.write("\n")
+
+
+def _analyses_headline(r: dict[str, Any]) -> dict[str, Any]:
+    """One line per analysis for the terminal (the full tables are in results.json)."""
+    out: dict[str, Any] = {}
+    c, j, p = (r.get(k) or {} for k in ("categories", "jailbreak_analysis", "probes"))
+    if "checks" in c:
+        out["categories_transfer_diagonal_vs_off"] = c["checks"]["transfer_diagonal"]
+    if "groups" in j:
+        out["jailbreak_drop_harm_refusal"] = {
+            g: [v["harm_drop"], v["refusal_drop"]]
+            for g, v in j["groups"].items()
+            if g in ("successful", "failed")
+        }
+    if p.get("ood"):
+        out["probes_ood_accuracy"] = {k: v["accuracy"] for k, v in p["ood"].items()}
+    skipped = {
+        k: v["skipped"]
+        for k, v in (("categories", c), ("jailbreak_analysis", j), ("probes", p))
+        if "skipped" in v
+    }
+    return out | ({"skipped": skipped} if skipped else {})
 
 
 @app.command("replicate")
