@@ -34,8 +34,8 @@ def _blobs(n: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_a_separable_probe_scores_one_and_ood_accuracy_is_the_share_called_harmful():
     X, y = _blobs(40, 4.0, 0)
     Xv, yv = _blobs(10, 4.0, 1)
-    clf, (acc, auroc) = fit_probe(X, y, Xv, yv, CFG)
-    assert acc == 1.0 and auroc == 1.0
+    clf, (acc, auroc, neg_log_loss) = fit_probe(X, y, Xv, yv, CFG)
+    assert acc == 1.0 and auroc == 1.0 and neg_log_loss < 0
     Xt, yt = _blobs(10, 4.0, 2)
     # OOD: harmful prompts whose signal is gone for half of them
     hidden = np.r_[Xt[:5], Xt[:5] - [8.0, 0, 0]]
@@ -75,6 +75,7 @@ def test_probes_on_a_tiny_model_choose_the_dense_layer_on_validation(chat_tokeni
     dense = t["detail"]["dense"]
     by_layer = {int(l): tuple(v) for l, v in dense["val_by_layer"].items()}
     assert dense["layer"] == max(by_layer, key=lambda l: (by_layer[l], -l))
+    assert len(by_layer[0]) == 3  # accuracy, AUROC, -log-loss
     assert t["detail"]["random"]["draws"] == 3
     assert t["detail"]["direction"]["layer"] == 1
 
@@ -88,3 +89,18 @@ def test_alive_latents_are_those_that_fire(chat_tokenizer):
         f = saes.encode(layer, resid[:, layer][:, None, :])[:, 0, latent]
         assert (f > 0).any()
     assert len(alive) < 2 * 96
+
+
+def test_the_vectorised_auroc_bootstrap_matches_sklearn_resample_by_resample():
+    from sklearn.metrics import roc_auc_score
+
+    from refusalscope.analysis.probes import auroc_ci
+
+    rng = np.random.default_rng(3)
+    y = np.r_[np.ones(30), np.zeros(25)].astype(int)
+    p = np.round(rng.random(55) + 0.3 * y, 1)  # rounded: ties
+    cfg = AnalysisConfig(n_bootstrap=300, seed=5)
+    idx = np.random.default_rng(cfg.seed).integers(0, len(y), (cfg.n_bootstrap, len(y)))
+    ref = [roc_auc_score(y[i], p[i]) for i in idx if 0 < y[i].sum() < len(i)]
+    want = [round(float(v), 4) for v in np.percentile(ref, [2.5, 97.5])]
+    assert auroc_ci(y, p, cfg) == want

@@ -254,6 +254,26 @@ def diagonal_check(by_to: dict[str, dict[str, list[dict]]], cfg: AnalysisConfig)
     }
 
 
+def usable_groups(
+    train: Sequence[Prompt], test: Sequence[Prompt], cfg: AnalysisConfig
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Train and test prompt indices of the categories with enough of both (at least 2)."""
+    groups = group_by_category(train, cfg, "harmful train")
+    test_groups = group_by_category(test, cfg, "harmful test")
+    cats = sorted(set(groups) & set(test_groups))
+    if len(cats) < 2:
+        counts = {c: (len(groups.get(c, [])), len(test_groups.get(c, []))) for c in cats}
+        raise RefusalScopeError(
+            "the category analysis needs at least 2 categories with "
+            f"{cfg.min_category_prompts}+ harmful train and test prompts each; usable: "
+            f"{counts or 'none'} (train, test). Label more prompts with a category or lower "
+            "analysis.min_category_prompts"
+        )
+    groups = {c: groups[c] for c in cats}
+    test_groups = {c: test_groups[c] for c in cats}
+    return groups, test_groups
+
+
 def compute_categories(
     model: ChatModel,
     steer: Steering,
@@ -270,20 +290,15 @@ def compute_categories(
             f"{len(train)} train prompts but LA-IG scores for {attr.score.shape[0]}; pass the "
             "prompts the attribution was computed on"
         )
-    groups = group_by_category(train, cfg, "harmful train")
-    test_groups = group_by_category(test, cfg, "harmful test")
-    cats = sorted(set(groups) & set(test_groups))
-    if len(cats) < 2:
-        counts = {c: (len(groups.get(c, [])), len(test_groups.get(c, []))) for c in cats}
+    groups, test_groups = usable_groups(train, test, cfg)
+    cats = list(groups)
+    k = cfg.category_k_star or steer.k_star
+    if k > len(attr.candidates):
         raise RefusalScopeError(
-            "the category analysis needs at least 2 categories with "
-            f"{cfg.min_category_prompts}+ harmful train and test prompts each; usable: "
-            f"{counts or 'none'} (train, test). Label more prompts with a category or lower "
-            "analysis.min_category_prompts"
+            f"analysis.category_k_star = {k} is larger than the candidate pool "
+            f"({len(attr.candidates)}); lower it or raise candidates.k_per_layer"
         )
-    groups = {c: groups[c] for c in cats}
-    test_groups = {c: test_groups[c] for c in cats}
-    sets = category_sets(attr, groups, steer.k_star)
+    sets = category_sets(attr, groups, k)
     log.info(
         "categories: %d common features, %d specific each",
         len(sets.common),
@@ -293,7 +308,7 @@ def compute_categories(
     instructions = [p.instruction for p in train]
     sel = selectivity(model, steer.saes, instructions, groups, sets.specific, ev.batch_size)
     table = {
-        "k_star": steer.k_star,
+        "k_star": k,
         "categories": cats,
         "n_train": {c: len(groups[c]) for c in cats},
         "n_test": {c: len(test_groups[c]) for c in cats},

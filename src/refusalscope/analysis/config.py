@@ -15,6 +15,8 @@ class AnalysisConfig:
     """Harm-category analysis, when the harmful prompts carry ``category`` labels."""
     min_category_prompts: int = 4
     """Harmful train prompts (after filtering) and test prompts each category needs."""
+    category_k_star: int | None = None
+    """Size of each category's F*; None: the run's K* (the paper's choice)."""
     only_categories: tuple[str, ...] | None = None
     """Restrict the analysis to these categories (None: every labelled category)."""
     jailbreak_pairs: str | None = None
@@ -40,6 +42,10 @@ class AnalysisConfig:
 
     def __post_init__(self) -> None:
         require(self.min_category_prompts >= 1, "analysis.min_category_prompts must be ≥ 1")
+        require(
+            self.category_k_star is None or self.category_k_star >= 1,
+            "analysis.category_k_star must be positive",
+        )
         require(self.max_pairs >= 2, "analysis.max_pairs must be at least 2")
         require(
             self.last_positions is None or self.last_positions >= 1,

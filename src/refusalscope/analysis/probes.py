@@ -8,8 +8,8 @@ prompts and tested on held-out plain prompts (in distribution) and on adversaria
 * ``refusal_features``: the top-k latents of global F* (k = 7 as the authors);
 * ``random``: k latents drawn at random among those active on some train prompt's last
   token, ``probe_random_draws`` times (mean and spread over draws);
-* ``dense``: the whole residual at the layer that scores best on validation (every layer is
-  tried, and the chosen one is the one evaluated);
+* ``dense``: the whole residual at the layer that scores best on validation (accuracy, then
+  AUROC, then log-loss; every layer is tried, and the chosen one is the one evaluated);
 * ``direction``: the residual's projection on the refusal direction at its layer.
 
 Out of distribution, every adversarial prompt is harmful: ``accuracy`` is the share of them
@@ -68,9 +68,10 @@ def labelled(harmful: Sequence[str], harmless: Sequence[str], part: str) -> tupl
 
 def fit_probe(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, cfg: AnalysisConfig):
     """The standardised L2 logistic regression whose C scores best on validation
-    (accuracy, then AUROC, then the strongest regularisation); returns (model, val score)."""
+    (accuracy, then AUROC, then log-loss, then the strongest regularisation); returns
+    (model, (val accuracy, val AUROC, −val log-loss))."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
+    from sklearn.metrics import log_loss, roc_auc_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -81,22 +82,32 @@ def fit_probe(X: np.ndarray, y: np.ndarray, Xv: np.ndarray, yv: np.ndarray, cfg:
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
         clf.fit(X, y)
         p = clf.predict_proba(Xv)[:, 1]
-        key = (float(((p >= 0.5) == yv).mean()), float(roc_auc_score(yv, p)))
+        key = (
+            float(((p >= 0.5) == yv).mean()),
+            float(roc_auc_score(yv, p)),
+            -float(log_loss(yv, p, labels=[0, 1])),
+        )
         if best_key is None or key > best_key:
             best, best_key = clf, key
     return best, best_key
 
 
 def auroc_ci(y: np.ndarray, p: np.ndarray, cfg: AnalysisConfig) -> list[float]:
-    """Percentile bootstrap 95 % interval of the AUROC (resamples with both classes)."""
-    from sklearn.metrics import roc_auc_score
+    """Percentile bootstrap 95 % interval of the AUROC (resamples holding both classes).
+
+    Every resample at once: the AUROC is the Mann–Whitney statistic of the positives'
+    ranks (ties averaged), as ``roc_auc_score`` computes it."""
+    from scipy.stats import rankdata
 
     rng = np.random.default_rng(cfg.seed)
-    stats = []
-    for _ in range(cfg.n_bootstrap):
-        idx = rng.integers(0, len(y), len(y))
-        if 0 < y[idx].sum() < len(idx):
-            stats.append(roc_auc_score(y[idx], p[idx]))
+    idx = rng.integers(0, len(y), (cfg.n_bootstrap, len(y)))
+    pos = y[idx] == 1
+    n1 = pos.sum(1)
+    n0 = len(y) - n1
+    keep = (n1 > 0) & (n0 > 0)
+    ranks = rankdata(p[idx], axis=1)
+    u = (ranks * pos).sum(1) - n1 * (n1 + 1) / 2
+    stats = u[keep] / (n1[keep] * n0[keep])
     low, high = np.percentile(stats, [2.5, 97.5])
     return [round(float(low), 4), round(float(high), 4)]
 
@@ -233,12 +244,13 @@ def compute_probes(
 
 def _dense(resid: Tensor, sizes: dict[str, int], data: ProbeData, cfg: AnalysisConfig) -> dict:
     """The residual probe at the layer with the best validation score (every layer tried;
-    the one chosen is the one evaluated)."""
+    the one chosen is the one evaluated). ``val_by_layer``: accuracy, AUROC and −log-loss
+    on validation per layer; ties go to the lower log-loss, then the earlier layer."""
     val_by_layer, best = {}, None
     for layer in range(resid.shape[1]):
         X = _split(resid[:, layer], sizes)
         _, val = fit_probe(X["train"], data.train[1], X["val"], data.val[1], cfg)
-        val_by_layer[layer] = [round(val[0], 4), round(val[1], 4)]
+        val_by_layer[layer] = [round(v, 4) for v in val]
         if best is None or val > best[1]:
             best = (layer, val)
     assert best is not None

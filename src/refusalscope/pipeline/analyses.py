@@ -14,12 +14,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..analysis.categories import CategoryResult, compute_categories
+from ..analysis.categories import CategoryResult, compute_categories, usable_groups
 from ..analysis.config import AnalysisConfig
 from ..analysis.jailbreaks import JailbreakAnalysisResult, compute_jailbreak_analysis
 from ..analysis.probes import ProbeData, ProbeResult, compute_probes, labelled
 from ..data.pairs import PromptPair, load_pair_file
 from ..evaluation.steering import Steering
+from ..runtime.errors import RefusalScopeError
 from ..runtime.files import sha256_file
 from .context import Context
 
@@ -141,18 +142,11 @@ def _categories_unusable(splits: dict, a: AnalysisConfig) -> str | None:
         return "the harmful prompts carry no category labels"
     if a.only_categories is not None:
         return None
-    counts = {}
-    for part in ("train", "test"):
-        for p in splits[f"harmful_{part}"]:
-            if p.category is not None:
-                counts.setdefault(p.category, {"train": 0, "test": 0})[part] += 1
-    usable = [c for c, n in counts.items() if min(n.values()) >= a.min_category_prompts]
-    if len(usable) >= 2:
-        return None
-    return (
-        f"fewer than 2 categories have analysis.min_category_prompts = "
-        f"{a.min_category_prompts} harmful train and test prompts each ({counts})"
-    )
+    try:
+        usable_groups(splits["harmful_train"], splits["harmful_test"], a)
+    except RefusalScopeError as e:
+        return str(e)
+    return None
 
 
 def _categories(ctx: Context, d, steer: Steering, key: tuple) -> CategoryResult:
