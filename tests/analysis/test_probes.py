@@ -76,6 +76,7 @@ def test_probes_on_a_tiny_model_choose_the_dense_layer_on_validation(chat_tokeni
     by_layer = {int(l): tuple(v) for l, v in dense["val_by_layer"].items()}
     assert dense["layer"] == max(by_layer, key=lambda l: (by_layer[l], -l))
     assert len(by_layer[0]) == 3  # accuracy, AUROC, -log-loss
+    assert set(dense["ood_accuracy_by_layer"]) == {"0", "1"}
     assert t["detail"]["random"]["draws"] == 3
     assert t["detail"]["direction"]["layer"] == 1
 

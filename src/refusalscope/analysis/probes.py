@@ -245,16 +245,23 @@ def compute_probes(
 def _dense(resid: Tensor, sizes: dict[str, int], data: ProbeData, cfg: AnalysisConfig) -> dict:
     """The residual probe at the layer with the best validation score (every layer tried;
     the one chosen is the one evaluated). ``val_by_layer``: accuracy, AUROC and −log-loss
-    on validation per layer; ties go to the lower log-loss, then the earlier layer."""
-    val_by_layer, best = {}, None
+    on validation per layer; ties go to the lower log-loss, then the earlier layer.
+    ``ood_accuracy_by_layer`` shows how much the choice matters out of distribution (not
+    used to choose)."""
+    val_by_layer, ood_by_layer, best = {}, {}, None
     for layer in range(resid.shape[1]):
         X = _split(resid[:, layer], sizes)
-        _, val = fit_probe(X["train"], data.train[1], X["val"], data.val[1], cfg)
-        val_by_layer[layer] = [round(v, 4) for v in val]
+        clf, val = fit_probe(X["train"], data.train[1], X["val"], data.val[1], cfg)
+        val_by_layer[str(layer)] = [round(v, 4) for v in val]
+        if data.ood:
+            adv = np.concatenate([clf.predict_proba(X[f"ood:{g}"])[:, 1] for g in data.ood])
+            ood_by_layer[str(layer)] = round(float((adv >= 0.5).mean()), 4)
         if best is None or val > best[1]:
             best = (layer, val)
     assert best is not None
     out = _score("dense", _split(resid[:, best[0]], sizes), data, cfg)
     out["layer"] = best[0]
-    out["val_by_layer"] = {str(l): v for l, v in val_by_layer.items()}
+    out["val_by_layer"] = val_by_layer
+    if ood_by_layer:
+        out["ood_accuracy_by_layer"] = ood_by_layer
     return out

@@ -144,6 +144,7 @@ def probes_section(p: Mapping[str, Any] | None) -> str:
             "(all harmful; accuracy = share called harmful) against the harmless test prompts "
             f"(AUROC). Sizes: {html.escape(str(p['sizes']))}</p>",
             table(rows, ["probe", "accuracy", "AUROC", "OOD accuracy", "95%", "OOD AUROC"]),
+            _dense_layers(dense),
         ]
     )
 
@@ -154,3 +155,14 @@ def analyses_sections(r: Mapping[str, Any]) -> list[str]:
         jailbreak_section(r.get("jailbreak_analysis")),
         probes_section(r.get("probes")),
     ]
+
+
+def _dense_layers(dense: Mapping[str, Any]) -> str:
+    """Validation scores and OOD accuracy of the residual probe at every layer."""
+    ood = dense.get("ood_accuracy_by_layer", {})
+    rows = [[layer, *v, ood.get(layer)] for layer, v in dense["val_by_layer"].items()]
+    return (
+        "<p>The residual probe at every layer (the chosen one is the best on validation; "
+        "OOD accuracy is shown, not used to choose)</p>"
+        + table(rows, ["layer", "val accuracy", "val AUROC", "val −log-loss", "OOD accuracy"])
+    )
