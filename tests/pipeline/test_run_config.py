@@ -56,6 +56,13 @@ def _prompt_dir(tmp_path):
             None,
             "no harmful_test prompt file",
         ),
+        (
+            {"analysis": {"jailbreak_pairs": "/nowhere/wildjailbreak.tsv"}},
+            None,
+            "jailbreak pair file /nowhere/wildjailbreak.tsv does not exist",
+        ),
+        ({}, "probe", "--force takes one of .*categories, jailbreak_analysis, probes"),
+        ({"analysis": {"probe_k": 0}}, None, "analysis.probe_k must be positive"),
     ],
 )
 def test_bad_config_fails_before_loading(no_loading, raw, force, phrase):
