@@ -47,6 +47,6 @@ def test_report_shows_every_section_and_escapes_text():
     ):
         assert heading in page
     assert '<tr class="best"><td>1</td>' in page  # the chosen layer
-    assert "0.15–0.85" in page  # the interval
+    assert "[0.15, 0.85]" in page  # the interval
     assert "<td>—</td>" in page  # no CE on text
     assert len(re.findall("<table>", page)) == 8

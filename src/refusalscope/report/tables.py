@@ -38,4 +38,5 @@ def num_key(s: str) -> tuple:
 
 
 def interval(ci: Sequence[float] | None) -> str:
-    return "" if not ci else f"{ci[0]:.2f}–{ci[1]:.2f}"
+    """``[low, high]`` (brackets: a dash would read as a minus sign next to negatives)."""
+    return "" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
