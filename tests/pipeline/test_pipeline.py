@@ -263,6 +263,13 @@ def test_changed_config_recomputes_from_that_stage(first_run):
     assert not stages["induction"]["cached"] and not stages["sweep"]["cached"]
 
 
+def test_an_analysis_setting_recomputes_only_that_analysis(first_run):
+    a = dataclasses.replace(small_run().analysis, probe_random_draws=2)
+    stages = run_pipeline(small_run(analysis=a)).summary["stages"]
+    assert stages["categories"]["cached"] and stages["jailbreak_analysis"]["cached"]
+    assert not stages["probes"]["cached"]
+
+
 def test_force_recomputes_a_stage_and_later_ones(first_run):
     res = run_pipeline(small_run(), force="jailbreak")
     stages = res.summary["stages"]

@@ -118,10 +118,11 @@ def selectivity(
     union = feature_list(sorted({tuple(f) for s in specific.values() for f in s.tolist()}))
     if len(union) == 0:
         return {c: [] for c in specific}
-    acts = feature_activations(model, saes, prompts, union, batch_size=batch_size).max
+    measured = feature_activations(model, saes, prompts, union, batch_size=batch_size)
+    acts = measured.max
     out: dict[str, list[float | None]] = {}
     for c, feats in specific.items():
-        cols = [union.tolist().index(f) for f in feats.tolist()]
+        cols = measured.columns(feats)
         own = acts[groups[c]][:, cols].mean(0)
         others = [i for o, rows in groups.items() if o != c for i in rows]
         rest = acts[others][:, cols].mean(0)

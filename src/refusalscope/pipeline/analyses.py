@@ -99,18 +99,18 @@ def run_analyses(ctx: Context, d, steer: Steering, upstream: tuple) -> Analyses:
     of the evaluation they build on)."""
     a = ctx.cfg.analysis
     out = Analyses()
-    key = (*upstream, dataclasses.replace(a, jailbreak_pairs=None))
     if not a.categories:
         out.skipped["categories"] = "turned off (analysis.categories = false)"
     elif (reason := _categories_unusable(d.prompts.splits, a)) is not None:
         out.skipped["categories"] = reason
         log.warning("category analysis skipped: %s", reason)
     else:
-        out.categories = _categories(ctx, d, steer, key)
+        out.categories = _categories(ctx, d, steer, (*upstream, _settings(a, "categories")))
     found = _pairs(ctx)
     if found is None:
         out.skipped["jailbreak_analysis"] = "no jailbreak pairs (set analysis.jailbreak_pairs)"
     else:
+        key = (*upstream, _settings(a, "jailbreak_analysis"))
         out.jailbreak_analysis = _jailbreaks(ctx, d, steer, key, *found)
     if not a.probes:
         out.skipped["probes"] = "turned off (analysis.probes = false)"
@@ -119,7 +119,7 @@ def run_analyses(ctx: Context, d, steer: Steering, upstream: tuple) -> Analyses:
     fstar = steer.features.global_set("fstar", a.probe_k)
     out.probes = ctx.cached(
         "probes",
-        (*key, ctx.keys.get("jailbreak_analysis")),
+        (*upstream, _settings(a, "probes"), ctx.keys.get("jailbreak_analysis")),
         lambda: compute_probes(
             ctx.model,
             steer.saes,
@@ -133,6 +133,19 @@ def run_analyses(ctx: Context, d, steer: Steering, upstream: tuple) -> Analyses:
         ProbeResult,
     )
     return out
+
+
+_SETTINGS = {
+    "categories": ("min_category_prompts", "category_k_star", "only_categories"),
+    "jailbreak_analysis": ("max_pairs", "last_positions"),
+    "probes": ("probe_k", "probe_random_draws", "probe_C"),
+}
+"""The ``AnalysisConfig`` fields each analysis reads (besides ``n_bootstrap`` and ``seed``):
+its cache key holds only these, so changing one analysis' setting recomputes only it."""
+
+
+def _settings(a: AnalysisConfig, stage: str) -> dict:
+    return {f: getattr(a, f) for f in (*_SETTINGS[stage], "n_bootstrap", "seed")}
 
 
 def _categories_unusable(splits: dict, a: AnalysisConfig) -> str | None:
