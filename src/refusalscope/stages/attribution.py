@@ -206,15 +206,19 @@ def jailbreak_tokens(patch_logits: Tensor, ref: int) -> Int[Tensor, " batch"]:
     return last.argmax(-1)
 
 
-def integrated_gradients(
+def cache_runs(
     model: ChatModel,
     tokens: TokenBatch,
     layers: Sequence[int],
     direction: Tensor,
     ref_token: int,
-    cfg: AttributionConfig,
+    jb_token: Tensor | None = None,
 ) -> IGCache:
-    """Steps 1–2: the two caching passes and the IG gradients at ``layers``."""
+    """Step 1: the clean and counterfactual passes (``grad`` left empty).
+
+    ``jb_token`` fixes each prompt's jailbreak token (e.g. the one an earlier run chose);
+    by default it is the counterfactual run's argmax.
+    """
     layers = list(layers)
     with torch.no_grad():
         cap = Capture(layers)
@@ -223,26 +227,48 @@ def integrated_gradients(
         cap = Capture(layers)  # before the ablation at each site: a_l
         patch_logits = model.forward(tokens, [cap, AblateDirection(direction)], last_only=True)
         patch_in = {l: cap.get(l) for l in layers}
-    jb = jailbreak_tokens(patch_logits, ref_token)
-    groups = [layers] if cfg.mixing == "joint" else [[l] for l in layers]
-    grad = {l: torch.zeros_like(clean[l], dtype=torch.float32) for l in layers}
-    with torch.enable_grad():
-        for group in groups:
-            for alpha in cfg.alphas():
-                mix = _Mix(patch_in, alpha, group)
-                m = metric(model.forward(tokens, [mix], last_only=True), jb, ref_token)
-                gs = torch.autograd.grad(m.sum(), [mix.outs[l] for l in group])
-                for l, g in zip(group, gs, strict=True):
-                    grad[l] += g.float() / cfg.ig_steps
+    jb = jailbreak_tokens(patch_logits, ref_token) if jb_token is None else jb_token
+    jb = jb.to(patch_logits.device)
     return IGCache(
         tokens=tokens,
         clean=clean,
         patch_in=patch_in,
-        grad=grad,
+        grad={},
         jb_token=jb.cpu(),
         metric_clean=metric(clean_logits, jb, ref_token).cpu(),
         metric_patch=metric(patch_logits, jb, ref_token).cpu(),
     )
+
+
+def add_gradients(model: ChatModel, ig: IGCache, ref_token: int, cfg: AttributionConfig) -> None:
+    """Step 2: ``ig.grad[l] = mean_α ∂m/∂out_l`` with ``out_l = (1−α)·h_l + α·a_l``."""
+    layers = list(ig.clean)
+    groups = [layers] if cfg.mixing == "joint" else [[l] for l in layers]
+    ig.grad = {l: torch.zeros_like(ig.clean[l], dtype=torch.float32) for l in layers}
+    jb = ig.jb_token.to(model.device)
+    with torch.enable_grad():
+        for group in groups:
+            for alpha in cfg.alphas():
+                mix = _Mix(ig.patch_in, alpha, group)
+                m = metric(model.forward(ig.tokens, [mix], last_only=True), jb, ref_token)
+                gs = torch.autograd.grad(m.sum(), [mix.outs[l] for l in group])
+                for l, g in zip(group, gs, strict=True):
+                    ig.grad[l] += g.float() / cfg.ig_steps
+
+
+def integrated_gradients(
+    model: ChatModel,
+    tokens: TokenBatch,
+    layers: Sequence[int],
+    direction: Tensor,
+    ref_token: int,
+    cfg: AttributionConfig,
+    jb_token: Tensor | None = None,
+) -> IGCache:
+    """Steps 1–2: the two caching passes and the IG gradients at ``layers``."""
+    ig = cache_runs(model, tokens, layers, direction, ref_token, jb_token)
+    add_gradients(model, ig, ref_token, cfg)
+    return ig
 
 
 def _masked_mean(A: Tensor, mask: Tensor) -> Tensor:
@@ -378,4 +404,16 @@ def _place_by_candidate(candidates: Tensor, layers: list[int], cols: list[Tensor
     out = torch.zeros(cols[0].shape[0], len(candidates), device=cols[0].device)
     for l, col in zip(layers, cols, strict=True):
         out[:, (candidates[:, 0] == l).nonzero()[:, 0].to(out.device)] = col
+    return out
+
+
+def score_features(
+    saes: SAESet, ig: IGCache, features: FeatureList, direction: Tensor
+) -> Float[Tensor, "batch n"]:
+    """Position-averaged attribution (with ``ig.grad``) of (layer, latent) pairs, in their
+    order, on the CPU."""
+    out = torch.zeros(ig.tokens.input_ids.shape[0], len(features))
+    for layer in sorted(set(features[:, 0].tolist())):
+        cols = (features[:, 0] == layer).nonzero()[:, 0]
+        out[:, cols] = score_latents(saes, ig, layer, features[cols, 1], direction).cpu()
     return out

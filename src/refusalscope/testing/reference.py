@@ -107,3 +107,50 @@ class FullClamp(Intervention):
         else:
             f_new[..., latents] = self.scale * f[..., latents]
         return (sae.decode(f_new) + (h - sae.decode(f))).to(h.dtype)
+
+
+@dataclass(eq=False)
+class _PatchOneLatent(Intervention):
+    """Full SAE in the loop at one layer, one latent set to given values where asked."""
+
+    saes: SAESet
+    layer: int
+    latent: int
+    value: Tensor
+    """``[batch, seq]`` counterfactual values of the latent."""
+    where: Tensor
+
+    def sites(self, n_layers: int) -> set[int]:
+        return {self.layer}
+
+    def edit(self, site: int, h: Tensor, ctx: EditContext) -> Tensor:
+        sae = self.saes.saes[site]
+        f = sae.encode(h)
+        f_new = f.clone()
+        f_new[..., self.latent] = torch.where(self.where, self.value, f[..., self.latent])
+        return (sae.decode(f_new) + (h - sae.decode(f))).to(h.dtype)
+
+
+@torch.no_grad()
+def exact_effect_reference(
+    model: ChatModel,
+    saes: SAESet,
+    tokens: TokenBatch,
+    direction: Tensor,
+    ref_token: int,
+    layer: int,
+    latent: int,
+) -> Float[Tensor, " batch"]:
+    """``Δm`` of moving one latent from its clean to its counterfactual value at the prompt
+    positions, written the slow way: full encode/decode in the loop at its layer."""
+    ablate = AblateDirection(direction)
+    cap = Capture([layer])
+    clean_logits = model.forward(tokens, [cap], last_only=True)
+    cap_cf = Capture([layer])
+    patch_logits = model.forward(tokens, [cap_cf, ablate], last_only=True)
+    jb = jailbreak_tokens(patch_logits, ref_token)
+    sae = saes.saes[layer]
+    value = sae.encode(ablate.edit(layer, cap_cf.get(layer), EditContext()))[..., latent]
+    patch = _PatchOneLatent(saes, layer, latent, value, tokens.prompt_mask)
+    patched = model.forward(tokens, [patch], last_only=True)
+    return metric(patched, jb, ref_token) - metric(clean_logits, jb, ref_token)
