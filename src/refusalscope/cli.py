@@ -134,7 +134,8 @@ def run(
 def _analyses_headline(r: dict[str, Any]) -> dict[str, Any]:
     """One line per analysis for the terminal (the full tables are in results.json)."""
     out: dict[str, Any] = {}
-    c, j, p = (r.get(k) or {} for k in ("categories", "jailbreak_analysis", "probes"))
+    names = ("categories", "jailbreak_analysis", "probes", "faithfulness", "circuit")
+    c, j, p, f, u = (r.get(k) or {} for k in names)
     if "checks" in c:
         out["categories_transfer_diagonal_vs_off"] = c["checks"]["transfer_diagonal"]
     if "groups" in j:
@@ -145,10 +146,13 @@ def _analyses_headline(r: dict[str, Any]) -> dict[str, Any]:
         }
     if p.get("ood"):
         out["probes_ood_accuracy"] = {k: v["accuracy"] for k, v in p["ood"].items()}
+    if "spearman" in f:
+        out["faithfulness_spearman_with_exact"] = {m: v["mean"] for m, v in f["spearman"].items()}
+        out["prefilter_recall"] = f["prefilter_recall"]["mean"]
+    if "edges" in u:
+        out["circuit_relative_drop_edge_spearman"] = [u["relative_drop"], u["edge_spearman"]]
     skipped = {
-        k: v["skipped"]
-        for k, v in (("categories", c), ("jailbreak_analysis", j), ("probes", p))
-        if "skipped" in v
+        k: v["skipped"] for k, v in zip(names, (c, j, p, f, u), strict=True) if "skipped" in v
     }
     return out | ({"skipped": skipped} if skipped else {})
 

@@ -8,15 +8,13 @@ import torch
 from refusalscope.analysis.activations import FeatureActivations, post_instruction_tokens
 from refusalscope.analysis.config import AnalysisConfig
 from refusalscope.analysis.jailbreaks import (
-    _label,
-    _PairFeatures,
     difference,
     feature_table,
     group_table,
     pair_drops,
-    plain_attribution,
     select_pairs,
 )
+from refusalscope.analysis.roles import PromptFeatures, label, plain_attribution
 from refusalscope.data.pairs import PromptPair
 from refusalscope.runtime.errors import RefusalScopeError
 from refusalscope.runtime.model import ChatModel
@@ -45,7 +43,9 @@ def test_a_wrapper_that_zeroes_a_known_latent_gives_the_exact_drops():
         [[0.0, 1.0, 0.0], [2.0, 1.0, 0.0]],  # pair 0: (0,1) zeroed; pair 1: nothing changes
         [[0.0, 0.0, 1.0], [0.0, 0.0, 4.0]],  # pair 0: refusal latent down to a quarter
     )
-    feats = _PairFeatures([FEATS], [torch.tensor([False, False, True])])
+    feats = PromptFeatures(
+        [FEATS], [torch.tensor([False, False, True])], [torch.zeros(3, dtype=torch.long)]
+    )
     drops = pair_drops(feats, [0, 0], plain, wrapped)
     assert drops[0]["harm_drop"] == pytest.approx(1 - 1 / 3)
     assert drops[0]["refusal_drop"] == pytest.approx(0.75)
@@ -64,7 +64,9 @@ def test_a_wrapper_that_zeroes_a_known_latent_gives_the_exact_drops():
 
 def test_a_group_without_harm_features_reports_none():
     plain = _acts([[1.0, 1.0, 1.0]], [[1.0, 1.0, 1.0]])
-    feats = _PairFeatures([FEATS], [torch.tensor([True, True, True])])
+    feats = PromptFeatures(
+        [FEATS], [torch.tensor([True, True, True])], [torch.zeros(3, dtype=torch.long)]
+    )
     drops = pair_drops(feats, [0], plain, plain)
     assert drops[0]["harm_drop"] is None
     g = group_table(drops, [0], AnalysisConfig(n_bootstrap=200))
@@ -96,7 +98,11 @@ def test_plain_attribution_matches_the_attribution_stage_and_splits_by_position(
     want = A[-n:].sum(0) / A.sum(0).clamp(min=1e-12)
     torch.testing.assert_close(mine.end_share[0], want, atol=1e-5, rtol=1e-4)
     assert ((mine.end_share >= 0) & (mine.end_share <= 1 + 1e-6)).all()
-    labelled = _label(mine, cands, 4)
+    # the onset: first position where |A| reaches half its maximum, counted from the end
+    first = (A >= 0.5 * A.amax(0)).float().argmax(0)
+    moved = A.amax(0) > 0
+    assert (mine.onset_from_end[0][moved] == (A.shape[0] - 1 - first)[moved]).all()
+    labelled = label(mine, cands, 4)
     top = mine.score[0].topk(4).indices
     assert labelled.is_refusal[0].tolist() == (mine.end_share[0, top] >= 0.5).tolist()
 

@@ -27,6 +27,10 @@ class AnalysisConfig:
     last_positions: int | None = None
     """Prompt positions at the end where refusal features are read; None: the tokens the
     chat template puts after the user's text (5 on Gemma-2, the authors' number)."""
+    circuit: bool = True
+    """Upstream → downstream: the harm→refusal relative drop and the edges among F*."""
+    circuit_k: int | None = None
+    """Size of the F* the circuit labels and connects; None: the run's K*."""
     probes: bool = True
     """OOD probe analysis."""
     probe_k: int = 7
@@ -51,6 +55,7 @@ class AnalysisConfig:
             self.last_positions is None or self.last_positions >= 1,
             "analysis.last_positions must be positive",
         )
+        require(self.circuit_k is None or self.circuit_k >= 1, "analysis.circuit_k must be ≥ 1")
         require(self.probe_k >= 1, "analysis.probe_k must be positive")
         require(self.probe_random_draws >= 1, "analysis.probe_random_draws must be positive")
         require(len(self.probe_C) > 0, "analysis.probe_C needs at least one value")

@@ -5,12 +5,11 @@ unmodified model's answer to the wrapped version (judged) puts the pair in the
 ``successful`` or ``failed`` group. F* is computed on the plain version (LA-IG, top-K*),
 and each of its features is labelled by where in the prompt its attribution lies:
 
-    RULE: a feature of a prompt's F* is a *refusal* (downstream) feature when at least half
-    of its absolute LA-IG attribution on that prompt lies on the last ``n`` prompt
-    positions, and a *harm* (upstream) feature otherwise (its attribution lies on the
-    request's own tokens). ``n`` defaults to the tokens the chat template adds after the
-    user's text (5 on Gemma-2: the authors' "last 5 tokens"), where the model has read
-    the whole request and decides to refuse.
+    RULE (``analysis.roles``, shared with the upstream → downstream circuit): a
+    feature of a prompt's F* is a *refusal* (downstream) feature when at least half of
+    its absolute LA-IG attribution on that prompt lies on the last ``n`` prompt
+    positions (the tokens the chat template adds after the user's text by default: 5 on
+    Gemma-2), and a *harm* (upstream) feature otherwise.
 
 The measurement is the relative drop of each group's summed activation in the wrapped
 version: harm features as the mean over the prompt's positions, refusal features as the
@@ -23,10 +22,8 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
 from ..data.pairs import PromptPair
@@ -38,9 +35,10 @@ from ..runtime.errors import RefusalScopeError
 from ..runtime.model import ChatModel
 from ..runtime.saes import SAESet
 from ..runtime.types import FeatureList, feature_list
-from ..stages.attribution import AttributionConfig, integrated_gradients, position_scores
+from ..stages.attribution import AttributionConfig
 from .activations import FeatureActivations, feature_activations, post_instruction_tokens
 from .config import AnalysisConfig
+from .roles import PromptFeatures, label, plain_attribution, relative_drop, rule_text
 
 log = logging.getLogger(__name__)
 
@@ -51,57 +49,6 @@ TOP_FEATURES = 10
 class JailbreakAnalysisResult(EvalResult):
     """``table``: ``results.json["jailbreak_analysis"]``; ``rows``: the unmodified model's
     judged answers to the wrapped prompts."""
-
-
-def rule_text(last_n: int) -> str:
-    return (
-        f"refusal (downstream) feature: >= 50% of its |LA-IG attribution| on the plain "
-        f"prompt lies on the last {last_n} prompt positions; harm (upstream) feature: "
-        "otherwise. Harm drop: mean activation over the prompt positions; refusal drop: "
-        f"mean over the last {last_n} positions; drop = 1 - wrapped / plain, per pair."
-    )
-
-
-@dataclass
-class PlainAttribution:
-    """LA-IG of the candidates on each plain prompt, and where it lies."""
-
-    score: Float[Tensor, "prompt cand"]
-    """Position-averaged LA-IG (ranks F*)."""
-    end_share: Float[Tensor, "prompt cand"]
-    """Share of the absolute attribution on the last ``n`` prompt positions."""
-
-
-def plain_attribution(
-    model: ChatModel,
-    saes: SAESet,
-    prompts: Sequence[str],
-    direction: Tensor,
-    candidates: FeatureList,
-    ref_token: int,
-    acfg: AttributionConfig,
-    last_n: int,
-) -> PlainAttribution:
-    """LA-IG per position (the attribution stage's formula), reduced two ways."""
-    direction = direction.to(model.device)
-    layers = sorted(set(candidates[:, 0].tolist()))
-    score = torch.zeros(len(prompts), len(candidates))
-    share = torch.zeros(len(prompts), len(candidates))
-    for rows, tokens in model.batches(prompts, acfg.batch_size, "LA-IG (plain)"):
-        ig = integrated_gradients(model, tokens, layers, direction, ref_token, acfg)
-        mask = tokens.prompt_mask[:, :, None].float()
-        end = torch.zeros_like(mask)
-        end[:, -last_n:] = mask[:, -last_n:]
-        for layer in layers:
-            cols = (candidates[:, 0] == layer).nonzero()[:, 0]
-            A = position_scores(saes, ig, layer, candidates[cols, 1], direction)
-            mean = (A * mask).sum(1) / mask.sum(1).clamp(min=1)
-            total = (A.abs() * mask).sum(1)
-            frac = (A.abs() * end).sum(1) / total.clamp(min=1e-12)
-            rows_t = torch.tensor(rows)[:, None]
-            score[rows_t, cols[None, :]] = mean.cpu()
-            share[rows_t, cols[None, :]] = frac.cpu()
-    return PlainAttribution(score, share)
 
 
 def select_pairs(pairs: Sequence[PromptPair], cfg: AnalysisConfig) -> list[PromptPair]:
@@ -116,29 +63,8 @@ def select_pairs(pairs: Sequence[PromptPair], cfg: AnalysisConfig) -> list[Promp
     return [pairs[i] for i in keep]
 
 
-@dataclass
-class _PairFeatures:
-    """Per pair: the plain prompt's F* and each feature's label (True: refusal)."""
-
-    sets: list[FeatureList]
-    is_refusal: list[Tensor]
-
-
-def _label(attr: PlainAttribution, candidates: FeatureList, k: int) -> _PairFeatures:
-    top = attr.score.topk(min(k, attr.score.shape[1]), dim=1).indices
-    return _PairFeatures(
-        [candidates[row] for row in top],
-        [attr.end_share[i, row] >= 0.5 for i, row in enumerate(top)],
-    )
-
-
-def _drop(plain: Tensor, wrapped: Tensor) -> float | None:
-    total = float(plain.sum())
-    return None if total <= 0 else 1.0 - float(wrapped.sum()) / total
-
-
 def pair_drops(
-    feats: _PairFeatures, plain_of: list[int], plain: FeatureActivations, adv: FeatureActivations
+    feats: PromptFeatures, plain_of: list[int], plain: FeatureActivations, adv: FeatureActivations
 ) -> list[dict]:
     """Per pair: the harm and refusal drops (None when the group is empty or silent)."""
     out = []
@@ -148,8 +74,8 @@ def pair_drops(
         harm_c, ref_c = cols[~ref], cols[ref]
         out.append(
             {
-                "harm_drop": _drop(plain.mean[u, harm_c], adv.mean[i, harm_c]),
-                "refusal_drop": _drop(plain.end[u, ref_c], adv.end[i, ref_c]),
+                "harm_drop": relative_drop(plain.mean[u, harm_c], adv.mean[i, harm_c]),
+                "refusal_drop": relative_drop(plain.end[u, ref_c], adv.end[i, ref_c]),
                 "n_harm": int((~ref).sum()),
                 "n_refusal": int(ref.sum()),
             }
@@ -184,7 +110,7 @@ def difference(drops: list[dict], a: list[int], b: list[int], cfg: AnalysisConfi
 
 
 def feature_table(
-    feats: _PairFeatures,
+    feats: PromptFeatures,
     plain_of: list[int],
     plain: FeatureActivations,
     adv: FeatureActivations,
@@ -205,7 +131,7 @@ def feature_table(
         row = {"feature": list(f), "label": label, "count": n}
         for g, members in groups.items():
             drops = [
-                _drop(acts_p[plain_of[i], col], acts_a[i, col])
+                relative_drop(acts_p[plain_of[i], col], acts_a[i, col])
                 for i in members
                 if f in {tuple(x) for x in feats.sets[plain_of[i]].tolist()}
             ]
@@ -245,7 +171,7 @@ def compute_jailbreak_analysis(
     plain_of = [plains.index(p.plain.instruction) for p in pairs]
     n = cfg.last_positions or post_instruction_tokens(model)
     attr = plain_attribution(model, saes, plains, direction, candidates, ref_token, acfg, n)
-    feats = _label(attr, candidates, k_star)
+    feats = label(attr, candidates, k_star)
     union = feature_list(sorted({tuple(f) for s in feats.sets for f in s.tolist()}))
     plain_acts = feature_activations(model, saes, plains, union, n, ev.batch_size)
     advs = [p.adversarial.instruction for p in pairs]

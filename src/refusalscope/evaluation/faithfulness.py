@@ -46,7 +46,12 @@ from ..stages.attribution import (
 )
 from ..stages.candidates import decoder_cosines
 from ..stages.features import FeatureSets, mean_max_activations
-from .faithfulness_checks import compare_variants, prefilter_sample, variant_configs
+from .faithfulness_checks import (
+    compare_variants,
+    parse_variant,
+    prefilter_sample,
+    variant_configs,
+)
 from .patching import exact_effects, joint_effects
 from .ranking import mean_ci, precision_at_k, spearman_rows, top_sets
 
@@ -68,9 +73,15 @@ class FaithfulnessConfig:
     0 turns it off (on a 65k-wide SAE at every layer it is the stage's dominant cost)."""
     variant_prompts: int = 32
     """Test prompts the LA-IG variants are compared on (0: no comparison)."""
-    variant_mixing: tuple[str, ...] = ("joint", "per_layer")
-    variant_rules: tuple[str, ...] = ("left", "midpoint")
-    variant_steps: tuple[int, ...] = (5, 10, 20)
+    variants: tuple[str, ...] = (
+        "per_layer/left/10",
+        "joint/midpoint/10",
+        "joint/left/5",
+        "joint/left/20",
+    )
+    """LA-IG variants (``<mixing>/<rule>/<steps>``) compared with the run's own setting;
+    by default one factor at a time (mixing, Riemann rule, steps). ``per_layer`` costs a
+    gradient pass per SAE layer and step."""
     n_bootstrap: int = 2000
     seed: int = 0
 
@@ -78,15 +89,8 @@ class FaithfulnessConfig:
         require(self.rows_per_forward >= 1, "faithfulness.rows_per_forward must be positive")
         require(self.sample_prompts >= 0, "faithfulness.sample_prompts must be ≥ 0")
         require(self.variant_prompts >= 0, "faithfulness.variant_prompts must be ≥ 0")
-        require(
-            set(self.variant_mixing) <= {"joint", "per_layer"},
-            "faithfulness.variant_mixing takes joint and/or per_layer",
-        )
-        require(
-            set(self.variant_rules) <= {"left", "midpoint"},
-            "faithfulness.variant_rules takes left and/or midpoint",
-        )
-        require(all(s > 0 for s in self.variant_steps), "faithfulness.variant_steps must be > 0")
+        for name in self.variants:
+            parse_variant(name)
         require(self.n_bootstrap >= 100, "faithfulness.n_bootstrap must be at least 100")
 
 
@@ -271,6 +275,7 @@ def compute_faithfulness(
     for m, v in glob.items():
         got.scores[m] = v[None, :].expand(len(prompts), -1).clone()
     truth = got.exact.numpy()
+    pool = ms.in_pool.numpy()
     top = top_sets(got.exact, E, k)
     boot = (cfg.n_bootstrap, cfg.seed)
     table: dict[str, Any] = {
@@ -280,6 +285,11 @@ def compute_faithfulness(
         "n_pool": int(ms.in_pool.sum()),
         "spearman": {
             m: mean_ci(spearman_rows(got.scores[m].numpy(), truth), *boot)
+            for m in METHODS
+            if m in ms.sets
+        },
+        "spearman_pool": {
+            m: mean_ci(spearman_rows(got.scores[m][:, pool].numpy(), truth[:, pool]), *boot)
             for m in METHODS
             if m in ms.sets
         },
@@ -325,12 +335,8 @@ def _variants(model, saes, prompts, attr, got, ms, direction, acfg, cfg) -> dict
     n = min(cfg.variant_prompts, len(prompts))
     if n == 0:
         return {}
-    variants = variant_configs(acfg, cfg.variant_mixing, cfg.variant_rules, cfg.variant_steps)
+    variants = variant_configs(acfg, cfg.variants)
     exact_pool = got.exact[:n][:, ms.in_pool]
-    out = compare_variants(
+    return compare_variants(
         model, saes, prompts[:n], attr, exact_pool, direction, variants, cfg.n_bootstrap, cfg.seed
     )
-    default = f"{acfg.mixing}/{acfg.alpha_rule}/{acfg.ig_steps}"
-    for name, row in out.items():
-        row["default"] = name == default
-    return out

@@ -13,6 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..runtime.errors import RefusalScopeError
 from ..runtime.model import ChatModel
 from ..runtime.saes import SAESet
 from ..runtime.types import FeatureList
@@ -24,22 +25,39 @@ from ..stages.attribution import (
     score_features,
 )
 from .patching import all_latent_top
-from .ranking import mean_ci, precision_at_k, spearman_rows
+from .ranking import mean_ci, paired_difference, precision_at_k, spearman_rows
 
 
-def variant_configs(
-    acfg: AttributionConfig,
-    mixing: Sequence[str],
-    rules: Sequence[str],
-    steps: Sequence[int],
-) -> dict[str, AttributionConfig]:
-    """``"<mixing>/<rule>/<steps>"`` -> the attribution settings of that LA-IG variant."""
-    return {
-        f"{mix}/{rule}/{n}": replace(acfg, mixing=mix, alpha_rule=rule, ig_steps=n)
-        for mix in mixing
-        for rule in rules
-        for n in steps
-    }
+def variant_name(acfg: AttributionConfig) -> str:
+    return f"{acfg.mixing}/{acfg.alpha_rule}/{acfg.ig_steps}"
+
+
+def parse_variant(name: str) -> tuple[str, str, int]:
+    """``"<mixing>/<rule>/<steps>"``, e.g. ``per_layer/midpoint/20``, as its three parts."""
+    parts = name.split("/")
+    ok = (
+        len(parts) == 3
+        and parts[0] in ("joint", "per_layer")
+        and parts[1] in ("left", "midpoint")
+        and parts[2].isdigit()
+        and int(parts[2]) > 0
+    )
+    if not ok:
+        raise RefusalScopeError(
+            f"LA-IG variant {name!r} is not <mixing>/<rule>/<steps> with mixing joint or "
+            "per_layer, rule left or midpoint and a positive number of steps (e.g. "
+            "'per_layer/left/10')"
+        )
+    return parts[0], parts[1], int(parts[2])
+
+
+def variant_configs(acfg: AttributionConfig, names: Sequence[str]) -> dict[str, AttributionConfig]:
+    """The run's own LA-IG setting first, then each named variant."""
+    out = {variant_name(acfg): acfg}
+    for name in names:
+        mix, rule, steps = parse_variant(name)
+        out[name] = replace(acfg, mixing=mix, alpha_rule=rule, ig_steps=steps)
+    return out
 
 
 def compare_variants(
@@ -54,7 +72,8 @@ def compare_variants(
     seed: int,
 ) -> dict[str, dict[str, Any]]:
     """Spearman of each LA-IG variant with the exact effect on the candidate pool, per
-    prompt, and its cost (gradient passes and scoring, summed over ``prompts``)."""
+    prompt, its paired difference from the first variant (the run's own setting) and its
+    cost (gradient passes and scoring, summed over ``prompts``)."""
     n = len(prompts)
     score = {name: torch.zeros(n, len(attr.candidates)) for name in variants}
     seconds = dict.fromkeys(variants, 0.0)
@@ -68,10 +87,14 @@ def compare_variants(
             score[name][rows] = score_features(saes, ig, attr.candidates, direction)
             seconds[name] += time.perf_counter() - start
     truth = exact_pool[:n].numpy()
+    rho = {name: spearman_rows(score[name].numpy(), truth) for name in variants}
+    default = next(iter(variants))
     return {
         name: {
-            "spearman": mean_ci(spearman_rows(score[name].numpy(), truth), n_bootstrap, seed),
+            "spearman": mean_ci(rho[name], n_bootstrap, seed),
+            "minus_default": paired_difference(rho[name], rho[default], n_bootstrap, seed),
             "seconds": round(seconds[name], 3),
+            "default": name == default,
         }
         for name in variants
     }

@@ -88,7 +88,7 @@ def exact_effects(
     reads = None
     if readout is not None:
         readout = feature_list(readout)
-        base = _readout_clean(model, saes, tokens, readout)
+        base = readout_clean(model, saes, tokens, readout)
         reads = base[:, None, :].expand(-1, len(features), -1).clone()
     pairs = moves.nonzero().cpu()  # (prompt, feature) rows to run
     jb = ig.jb_token.to(where.device)
@@ -114,7 +114,7 @@ def exact_effects(
     return effect, reads
 
 
-def _readout_clean(
+def readout_clean(
     model: ChatModel, saes: SAESet, tokens: TokenBatch, readout: FeatureList
 ) -> Tensor:
     cap = Capture(sorted(set(readout[:, 0].tolist())))

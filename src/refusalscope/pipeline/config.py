@@ -10,6 +10,7 @@ from ..analysis.config import AnalysisConfig
 from ..data.pairs import load_pair_file
 from ..data.prompts import load_text_passages
 from ..evaluation.config import EvalConfig
+from ..evaluation.faithfulness import FaithfulnessConfig
 from ..judges import check_judge_name
 from ..runtime.config import require
 from ..runtime.errors import RefusalScopeError
@@ -36,6 +37,8 @@ STAGES = (
     "categories",
     "jailbreak_analysis",
     "probes",
+    "faithfulness",
+    "circuit",
 )
 
 
@@ -92,6 +95,7 @@ class RunConfig:
     attribution: AttributionConfig = field(default_factory=AttributionConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)
 
 
 def check_run_config(cfg: RunConfig, force: str | None = None) -> None:

@@ -4,7 +4,9 @@
 ``direction.safetensors`` and ``direction_sweep.json``, ``attribution.safetensors`` (train
 and test in one table),
 ``features.safetensors`` (every method's ranked sets, the per-prompt F* sets included),
-``generations.jsonl`` (every judged generation) and ``report.html``. The set is written
+``generations.jsonl`` (every judged generation), ``faithfulness.safetensors`` (exact
+patching; when that stage ran), ``circuit_graph.json`` (the F* feature graph; when the
+circuit ran) and ``report.html``. The set is written
 whole into a temp folder and swapped in, results.json last: its presence means the
 whole set is there.
 """
@@ -16,7 +18,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..analysis.circuit import CircuitResult
 from ..evaluation.capability import CapabilityResult
+from ..evaluation.faithfulness import FaithfulnessResult
 from ..evaluation.induction import InductionResult
 from ..evaluation.jailbreak import JailbreakResult
 from ..evaluation.sweep import SweepResult
@@ -39,12 +43,14 @@ from ..stages.direction import DirectionResult
 from ..stages.features import FeatureSets
 from ..stages.prompts import PromptSplits
 from .analyses import Analyses
+from .ground_truth import GroundTruth
 from .run import RunResult
 
 RESULTS = "results.json"
 ATTRIBUTION = "attribution.safetensors"
 GENERATIONS = "generations.jsonl"
 REPORT = "report.html"
+FAITHFULNESS = FaithfulnessResult.FILE
 KIND = "run"
 NEED_BYTES = 16 * 2**20
 SPLITS = ("train", "test")
@@ -80,6 +86,11 @@ def write_outputs(res: RunResult, out: Path) -> None:
         res.features.save(tmp)
         res.prompts.save(tmp)
         write_jsonl(tmp / GENERATIONS, res.generations)
+        truth = res.ground_truth
+        if truth.faithfulness is not None:
+            save_tensors(tmp / FAITHFULNESS, truth.faithfulness.tensors)
+        if truth.circuit is not None:
+            write_json(tmp / CircuitResult.GRAPH, truth.circuit.graph)
         (tmp / REPORT).write_text(render_report(res.summary))
         write_json(tmp / RESULTS, res.summary)
 
@@ -167,4 +178,20 @@ def load_run(folder: str | Path) -> RunResult:
             summary["induction"], [r for r in rows if r.get("eval") == "induction"]
         ),
         analyses=Analyses.from_summary(summary, rows),
+        ground_truth=_ground_truth(folder, summary),
     )
+
+
+def _ground_truth(folder: Path, summary: dict) -> GroundTruth:
+    """The faithfulness and circuit sections (and their files) of an output folder."""
+    out = GroundTruth()
+    for name in ("faithfulness", "circuit"):
+        section = summary.get(name) or {"skipped": "not in this output (older refusalscope)"}
+        if "skipped" in section:
+            out.skipped[name] = section["skipped"]
+            continue
+        if name == "faithfulness":
+            out.faithfulness = FaithfulnessResult(section, load_tensors(folder / FAITHFULNESS))
+        else:
+            out.circuit = CircuitResult(section, read_json(folder / CircuitResult.GRAPH))
+    return out

@@ -2,10 +2,10 @@
 
 prompts → direction → candidates → attribution → features → sweep → jailbreak →
 capability → induction → categories → jailbreak_analysis → probes (the analyses,
-``pipeline.analyses``). Each stage is computed by its module's ``compute_*`` (or
-evaluation) function, saved under ``$REFUSALSCOPE_CACHE/runs/<stage>/<key>/`` (marked
-complete last) and reused while its config, its code and everything upstream are
-unchanged; ``force`` recomputes a stage and all stages after it.
+``pipeline.analyses``) → faithfulness → circuit (``pipeline.ground_truth``). Each
+stage is computed by its module's ``compute_*`` (or evaluation) function, saved under
+``$REFUSALSCOPE_CACHE/runs/<stage>/<key>/`` (marked complete last) and reused while its
+config, its code and everything upstream are unchanged; ``force`` recomputes a stage and all stages after it.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from ..stages.prompts import PromptSplits, compute_prompts, source_fingerprint
 from .analyses import Analyses, run_analyses
 from .config import RunConfig
 from .context import Context, load_context
+from .ground_truth import GroundTruth, run_ground_truth
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class RunResult:
     induction: InductionResult
     analyses: Analyses = field(default_factory=Analyses)
     """Harm categories, jailbreak prompts and OOD probes (each None when skipped)."""
+    ground_truth: GroundTruth = field(default_factory=GroundTruth)
+    """Exact patching against every selection method, and the F* circuit (None: skipped)."""
 
     @property
     def generations(self) -> list[dict]:
@@ -220,10 +223,21 @@ def _evaluate(ctx: Context, d: _Discovery) -> RunResult:
         InductionResult,
     )
     analyses = run_analyses(ctx, d, steer, (*sweep_key, c_used, k_used))
+    truth = run_ground_truth(ctx, d, steer, (*sweep_key, c_used, k_used))
     summary = _summary(ctx, d, sweep, jb, cap, ind, (c_used, k_used))
-    summary |= analyses.summary()
+    summary |= analyses.summary() | truth.summary()
     return RunResult(
-        summary, d.prompts, d.direction, d.attribution, d.features, sweep, jb, cap, ind, analyses
+        summary,
+        d.prompts,
+        d.direction,
+        d.attribution,
+        d.features,
+        sweep,
+        jb,
+        cap,
+        ind,
+        analyses,
+        truth,
     )
 
 
