@@ -99,7 +99,7 @@ def test_plain_attribution_matches_the_attribution_stage_and_splits_by_position(
     torch.testing.assert_close(mine.end_share[0], want, atol=1e-5, rtol=1e-4)
     assert ((mine.end_share >= 0) & (mine.end_share <= 1 + 1e-6)).all()
     # the onset: first position where |A| reaches half its maximum, counted from the end
-    first = (A >= 0.5 * A.amax(0)).float().argmax(0)
+    first = (0.5 * A.amax(0) <= A).float().argmax(0)
     moved = A.amax(0) > 0
     assert (mine.onset_from_end[0][moved] == (A.shape[0] - 1 - first)[moved]).all()
     labelled = label(mine, cands, 4)

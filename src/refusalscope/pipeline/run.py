@@ -5,7 +5,8 @@ capability → induction → categories → jailbreak_analysis → probes (the a
 ``pipeline.analyses``) → faithfulness → circuit (``pipeline.ground_truth``). Each
 stage is computed by its module's ``compute_*`` (or evaluation) function, saved under
 ``$REFUSALSCOPE_CACHE/runs/<stage>/<key>/`` (marked complete last) and reused while its
-config, its code and everything upstream are unchanged; ``force`` recomputes a stage and all stages after it.
+config, its code and everything upstream are unchanged; ``force`` recomputes a stage and
+all stages after it.
 """
 
 from __future__ import annotations
