@@ -7,6 +7,8 @@
 * ``clamp_generate``: greedy generation with a 20-feature ``ScaleFeatures`` vs hook-free
   generation vs clamping by full encode/decode (``reference.FullClamp``), per width, with
   ``c = 1`` so that all three generate the same tokens (same number of decoding steps).
+* ``faithfulness``: exact patching of the candidate pool (latents·prompts per second; a
+  patched row against a plain forward row) and the all-latent sample's wall time.
 * ``run``: wall time of ``refusalscope run`` on the organism, cold and warm.
 
 Every ratio is measured in one process, in one run, on the same inputs.
@@ -30,12 +32,20 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .evaluation.patching import all_latent_top, exact_effects, latent_values
 from .pipeline.organism import build_organism
 from .runtime.hooks import EMBED, EditContext, Intervention
 from .runtime.interventions import ScaleFeatures
 from .runtime.model import ChatModel
 from .runtime.saes import SAESet
-from .stages.attribution import AttributionConfig, _Mix, integrated_gradients, metric, score_latents
+from .stages.attribution import (
+    AttributionConfig,
+    _Mix,
+    cache_runs,
+    integrated_gradients,
+    metric,
+    score_latents,
+)
 from .stages.candidates import CandidateConfig, compute_candidates
 from .stages.direction import diff_in_means
 from .testing.reference import FullClamp, laig_reference
@@ -76,14 +86,7 @@ def _paired_ratio(times: dict[str, list[float]], num: str, den: str) -> float:
 
 
 def _times(fn: Callable[[], Any], repeats: int, warm_up: bool = True) -> list[float]:
-    if warm_up:
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return times
+    return _interleaved_times({"fn": fn}, repeats, warm_up)["fn"]
 
 
 class _PeakTracker(TorchDispatchMode):
@@ -340,8 +343,45 @@ def bench_run(quick: bool) -> dict[str, Any]:
     return out
 
 
+def bench_faithfulness(quick: bool) -> dict[str, Any]:
+    """Exact patching of the candidate pool (throughput in latents·prompts per second, and
+    per patched row against a plain forward of the same prompts), and the all-latent
+    sample's wall time, on the organism."""
+    organism, model, prompts, r, ref = _setup(quick)
+    saes = SAESet.from_folders(organism.sae_paths)
+    tokens = model.tokenize(prompts)
+    pool = compute_candidates(saes, r, CandidateConfig(k_per_layer=10)).features
+    ig = cache_runs(model, tokens, saes.layers, r, ref)
+    clean, patched = latent_values(saes, ig, pool, r)
+    rows = int(((patched - clean).abs().amax(1) > 0).sum())
+    repeats = 2 if quick else 3
+    t_exact = _median_seconds(lambda: exact_effects(model, saes, ig, pool, r, ref), repeats)
+    with torch.no_grad():
+        t_fwd = _median_seconds(lambda: model.forward(tokens, [], last_only=True), repeats * 3)
+    start, moved = time.perf_counter(), []
+    for prompt in prompts[: 2 if quick else 8]:
+        one = cache_runs(model, model.tokenize([prompt]), saes.layers, r, ref)
+        moved.append(all_latent_top(model, saes, one, r, ref, 10)[2])
+    return {
+        "prompts": len(prompts),
+        "pool": len(pool),
+        "rows_patched": rows,
+        "exact_seconds": round(t_exact, 3),
+        "latent_prompts_per_second": round(len(prompts) * len(pool) / t_exact, 1),
+        "forward_seconds": round(t_fwd, 4),
+        "patched_row_over_forward_row": round((t_exact / rows) / (t_fwd / len(prompts)), 2),
+        "all_latent_sample_seconds": round(time.perf_counter() - start, 2),
+        "all_latent_sample": {"prompts": len(moved), "moved_mean": sum(moved) / len(moved)},
+    }
+
+
 def run_benchmarks(quick: bool, only: list[str] | None = None) -> dict[str, Any]:
-    benches = {"laig": bench_laig, "clamp_generate": bench_clamp_generate, "run": bench_run}
+    benches = {
+        "laig": bench_laig,
+        "clamp_generate": bench_clamp_generate,
+        "faithfulness": bench_faithfulness,
+        "run": bench_run,
+    }
     torch.manual_seed(0)
     results: dict[str, Any] = {
         "quick": quick,

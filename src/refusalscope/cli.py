@@ -204,7 +204,8 @@ def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Fewer prompts and repeats.")] = False,
     out: Annotated[Path, typer.Option(help="Write the JSON here too.")] = Path("bench.json"),
     only: Annotated[
-        list[str] | None, typer.Option(help="laig, clamp_generate and/or run (repeatable).")
+        list[str] | None,
+        typer.Option(help="laig, clamp_generate, faithfulness and/or run (repeatable)."),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:

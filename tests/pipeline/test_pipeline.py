@@ -12,12 +12,14 @@ from safetensors.torch import load_file, save_file
 
 from refusalscope.analysis.config import AnalysisConfig
 from refusalscope.evaluation.config import EvalConfig
+from refusalscope.evaluation.faithfulness import FaithfulnessConfig
 from refusalscope.pipeline.config import STAGES, ModelConfig, RunConfig, SAESourceConfig
 from refusalscope.pipeline.context import load_context
 from refusalscope.pipeline.outputs import load_run, write_outputs
 from refusalscope.pipeline.run import run as run_pipeline
 from refusalscope.runtime import cache
 from refusalscope.runtime.errors import RefusalScopeError
+from refusalscope.runtime.files import load_tensors
 from refusalscope.stages.attribution import AttributionConfig
 from refusalscope.stages.candidates import CandidateConfig
 from refusalscope.stages.direction import DirectionConfig
@@ -48,7 +50,10 @@ def small_run(**changes) -> RunConfig:
             add_coeffs=(0.0, 1.0),
         ),
         # 2 harmful train prompts per category here (the full organism has 16)
-        analysis=AnalysisConfig(min_category_prompts=1, probe_random_draws=3, n_bootstrap=200),
+        analysis=AnalysisConfig(
+            min_category_prompts=1, probe_random_draws=3, n_bootstrap=200, circuit_k=10
+        ),
+        faithfulness=FaithfulnessConfig(sample_prompts=2, variant_prompts=4, n_bootstrap=200),
     )
     return dataclasses.replace(cfg, **changes)
 
@@ -170,6 +175,44 @@ def test_the_analyses_write_their_sections(first_run):
     html = (out / "report.html").read_text()
     for title in ("Harm categories", "Jailbreak prompts", "Probes"):
         assert title in html
+
+
+def test_faithfulness_and_circuit_write_their_sections(first_run):
+    res, out = first_run
+    r = json.loads((out / "results.json").read_text())
+    f = r["faithfulness"]
+    methods = {"cossim", "actdiff", "ap", "fstar", "atp"}
+    assert set(f["spearman"]) == methods and set(f["precision_at_k"]) == methods
+    assert all({"mean", "ci95"} <= set(v) for v in f["spearman"].values())
+    assert methods | {"exact_top", "direction"} == set(f["joint_effect"])
+    assert "joint/left/3" in f["variants"] and f["variants"]["joint/left/3"]["default"]
+    assert all({"spearman", "seconds"} <= set(v) for v in f["variants"].values())
+    assert {"k", "mean"} <= set(f["prefilter_recall"]) and f["prefilter_recall"]["n_prompts"] == 2
+    t = load_tensors(out / "faithfulness.safetensors")
+    test = res.attribution["test"]
+    n, E = len(test.score), len(t["candidates"])
+    assert t["exact_effect"].shape == (n, E) and t["exact_effect"].dtype == torch.float32
+    assert t["candidates"].shape == (E, 2) and t["in_pool"].sum() == len(test.candidates)
+    assert torch.equal(t["input_ids"], test.input_ids) and torch.equal(t["jb_token"], test.jb_token)
+    assert torch.equal(t["position_mask"], test.position_mask)
+    assert int(t["ref_token"]) == test.ref_token
+    c = r["circuit"]
+    assert {"relative_drop", "relative_drop_ci95", "edges", "edge_spearman"} <= set(c)
+    assert c["edges"] and {"from", "to", "predicted", "measured"} == set(c["edges"][0])
+    graph = json.loads((out / "circuit_graph.json").read_text())
+    assert len(graph["nodes"]) == 10 and graph["edges"] == c["edges"]
+    back = load_run(out).ground_truth
+    assert back.faithfulness.table == f and back.circuit.table == c
+    assert torch.equal(back.faithfulness.tensors["exact_effect"], t["exact_effect"])
+
+
+def test_the_top_edge_has_the_right_sign(first_run):
+    """On the organism the strongest measured edge between F* latents is predicted with
+    its sign by the gradient (SAE-free, errors kept)."""
+    edges = first_run[0].summary["circuit"]["edges"]
+    top = max(edges, key=lambda e: abs(e["measured"]))
+    assert abs(top["measured"]) > 1e-3
+    assert (top["predicted"] > 0) == (top["measured"] > 0)
 
 
 def test_the_analyses_recover_what_the_organism_plants(first_run):

@@ -38,27 +38,34 @@ from ..runtime.saes import SAESet
 from ..runtime.types import FeatureList, feature_list
 from ..stages.attribution import AttributionConfig, AttributionResult, _Mix, cache_runs
 from .activations import post_instruction_tokens
+from .circuit_viewer import viewer_graph
 from .config import AnalysisConfig
 from .roles import PromptFeatures, label, plain_attribution, relative_drop, rule_text
 
 
 @dataclass
 class CircuitResult:
-    """``table``: ``results.json["circuit"]``; ``graph``: ``circuit.json`` (nodes and edges)."""
+    """``table``: ``results.json["circuit"]``; ``graph``: ``circuit_graph.json`` (nodes and
+    edges); ``viewer``: ``circuit_viewer.json``, the same graph for circuit-tracer's
+    attribution-graph viewer (``analysis.circuit_viewer``)."""
 
     table: dict[str, Any]
     graph: dict[str, Any]
+    viewer: dict[str, Any]
 
     FILE = "circuit.json"
     GRAPH = "circuit_graph.json"
+    VIEWER = "circuit_viewer.json"
 
     def save(self, folder: Path) -> None:
         write_json(folder / self.FILE, self.table)
         write_json(folder / self.GRAPH, self.graph)
+        write_json(folder / self.VIEWER, self.viewer)
 
     @classmethod
     def load(cls, folder: Path) -> CircuitResult:
-        return cls(read_json(folder / cls.FILE), read_json(folder / cls.GRAPH))
+        files = (cls.FILE, cls.GRAPH, cls.VIEWER)
+        return cls(*(read_json(folder / f) for f in files))
 
 
 @dataclass(eq=False)
@@ -246,7 +253,7 @@ def compute_circuit(
     edges = _edges(fstar, pred, meas)
     ci = mean_ci(used, cfg.n_bootstrap, cfg.seed)
     table = {
-        "rule": rule_text(n_last),
+        "rule": rule_text(n_last, pairs=False),
         "c": c,
         "k_star": k,
         "relative_drop": ci["mean"],
@@ -258,7 +265,8 @@ def compute_circuit(
         "edge_sign_agreement": _sign_agreement(edges),
     }
     graph = {"nodes": _nodes(fstar, pa, feats, attr.candidates, eff), "edges": edges}
-    return CircuitResult(table, graph)
+    slug, scan = "refusalscope-fstar-circuit", Path(model.name).name
+    return CircuitResult(table, graph, viewer_graph(graph, model.n_layers, n, slug, scan))
 
 
 def _edges(fstar: FeatureList, pred: Tensor, meas: Tensor) -> list[dict[str, Any]]:

@@ -30,11 +30,17 @@ ONSET_FRACTION = 0.5
 """A position is high-attribution when ``|A[t]| >= ONSET_FRACTION · max_t |A[t]|``."""
 
 
-def rule_text(last_n: int) -> str:
-    return (
+def rule_text(last_n: int, pairs: bool = True) -> str:
+    """The rule in words; with ``pairs``, also the jailbreak analysis' measurement."""
+    rule = (
         f"refusal (downstream) feature: >= 50% of its |LA-IG attribution| on the plain "
         f"prompt lies on the last {last_n} prompt positions; harm (upstream) feature: "
-        "otherwise. Harm drop: mean activation over the prompt positions; refusal drop: "
+        "otherwise."
+    )
+    if not pairs:
+        return rule
+    return rule + (
+        " Harm drop: mean activation over the prompt positions; refusal drop: "
         f"mean over the last {last_n} positions; drop = 1 - wrapped / plain, per pair."
     )
 

@@ -10,6 +10,7 @@ from typing import Any
 from ..analysis.circuit import CircuitResult, compute_circuit
 from ..evaluation.faithfulness import FaithfulnessResult, compute_faithfulness
 from ..evaluation.steering import Steering
+from ..stages.features import global_top
 from .context import Context
 
 
@@ -77,7 +78,7 @@ def run_ground_truth(ctx: Context, d, steer: Steering, upstream: tuple) -> Groun
             steer.direction,
             attr,
             prompts,
-            steer.features.global_set("fstar", k),
+            global_top(d.attribution["train"].score, attr.candidates, k)[0],
             steer.c,
             c.attribution,
             a,

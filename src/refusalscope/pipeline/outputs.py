@@ -5,8 +5,9 @@
 and test in one table),
 ``features.safetensors`` (every method's ranked sets, the per-prompt F* sets included),
 ``generations.jsonl`` (every judged generation), ``faithfulness.safetensors`` (exact
-patching; when that stage ran), ``circuit_graph.json`` (the F* feature graph; when the
-circuit ran) and ``report.html``. The set is written
+patching; when that stage ran), ``circuit_graph.json`` and ``circuit_viewer.json`` (the F*
+feature graph, ours and for circuit-tracer's viewer; when the circuit ran) and
+``report.html``. The set is written
 whole into a temp folder and swapped in, results.json last: its presence means the
 whole set is there.
 """
@@ -91,6 +92,7 @@ def write_outputs(res: RunResult, out: Path) -> None:
             save_tensors(tmp / FAITHFULNESS, truth.faithfulness.tensors)
         if truth.circuit is not None:
             write_json(tmp / CircuitResult.GRAPH, truth.circuit.graph)
+            write_json(tmp / CircuitResult.VIEWER, truth.circuit.viewer)
         (tmp / REPORT).write_text(render_report(res.summary))
         write_json(tmp / RESULTS, res.summary)
 
@@ -193,5 +195,8 @@ def _ground_truth(folder: Path, summary: dict) -> GroundTruth:
         if name == "faithfulness":
             out.faithfulness = FaithfulnessResult(section, load_tensors(folder / FAITHFULNESS))
         else:
-            out.circuit = CircuitResult(section, read_json(folder / CircuitResult.GRAPH))
+            graph, viewer = (
+                read_json(folder / f) for f in (CircuitResult.GRAPH, CircuitResult.VIEWER)
+            )
+            out.circuit = CircuitResult(section, graph, viewer)
     return out

@@ -42,7 +42,37 @@ def figures(summary: Mapping[str, Any]) -> dict[str, float | None]:
     out |= _category_figures(summary.get("categories") or {})
     out |= _jailbreak_figures(summary.get("jailbreak_analysis") or {})
     out |= _probe_figures(summary.get("probes") or {})
+    out |= _faithfulness_figures(summary.get("faithfulness") or {})
+    out |= _circuit_figures(summary.get("circuit") or {})
     return out
+
+
+def _faithfulness_figures(f: Mapping[str, Any]) -> dict[str, float | None]:
+    if "spearman" not in f:
+        return {}
+    out: dict[str, float | None] = {}
+    for what in ("spearman", "spearman_pool", "precision_at_k"):
+        for method, row in f.get(what, {}).items():
+            out[f"faithfulness.{what}.{method}"] = row["mean"]
+    for method, value in f["joint_effect"].items():
+        out[f"faithfulness.joint_effect.{method}"] = value
+    for name, row in f.get("variants", {}).items():
+        out[f"faithfulness.variant.{name}.spearman"] = row["spearman"]["mean"]
+        if not row["default"]:
+            out[f"faithfulness.variant.{name}.minus_default"] = row["minus_default"]["mean"]
+    out["faithfulness.prefilter_recall"] = f["prefilter_recall"]["mean"]
+    return out
+
+
+def _circuit_figures(c: Mapping[str, Any]) -> dict[str, float | None]:
+    if "edges" not in c:
+        return {}
+    return {
+        "circuit.relative_drop": c["relative_drop"],
+        "circuit.edge_spearman": c["edge_spearman"],
+        "circuit.edge_sign_agreement": c["edge_sign_agreement"],
+        "circuit.prompts_with_both_roles": float(c["n_prompts"]),
+    }
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
