@@ -17,10 +17,10 @@ from refusalscope.stages.attribution import (
     integrated_gradients,
     jailbreak_tokens,
     metric,
-    resolve_refusal_token,
     score_all_latents,
     score_latents,
 )
+from refusalscope.stages.prompts import resolve_refusal_token
 from refusalscope.testing.reference import laig_reference
 from tests.conftest import make_tiny_model
 

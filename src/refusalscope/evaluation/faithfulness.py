@@ -274,13 +274,47 @@ def compute_faithfulness(
     glob = _global_scores(model, saes, E, direction, *train, batch_size)
     for m, v in glob.items():
         got.scores[m] = v[None, :].expand(len(prompts), -1).clone()
-    truth = got.exact.numpy()
-    pool = ms.in_pool.numpy()
+    table = _table(got, ms, k, len(prompts), cfg)
+    tensors = {
+        "exact_effect": got.exact.float(),
+        "candidates": E,
+        "in_pool": ms.in_pool,
+        "input_ids": attr.input_ids,
+        "position_mask": attr.position_mask,
+        "jb_token": attr.jb_token,
+        "ref_token": torch.tensor(attr.ref_token),
+        **{f"score.{m}": v.float() for m, v in got.scores.items()},
+        **{f"joint.{m}": v.float() for m, v in got.joint.items()},
+    }
+    table["variants"] = _variants(model, saes, prompts, attr, got, ms, direction, acfg, cfg)
+    sample = (cfg.sample_prompts, cfg.rows_per_forward, cfg.n_bootstrap, cfg.seed)
+    table["prefilter_recall"], sample_t = prefilter_sample(
+        model, saes, prompts, attr, ms.sets, ms.pool, E, direction, k, *sample
+    )
+    return FaithfulnessResult(table, tensors | sample_t)
+
+
+def _variants(model, saes, prompts, attr, got, ms, direction, acfg, cfg) -> dict[str, Any]:
+    """The LA-IG variants on the first ``variant_prompts`` test prompts (the run's own
+    setting marked ``default``)."""
+    n = min(cfg.variant_prompts, len(prompts))
+    if n == 0:
+        return {}
+    variants = variant_configs(acfg, cfg.variants)
+    exact_pool = got.exact[:n][:, ms.in_pool]
+    return compare_variants(
+        model, saes, prompts[:n], attr, exact_pool, direction, variants, cfg.n_bootstrap, cfg.seed
+    )
+
+
+def _table(got: _Measured, ms: MethodSets, k: int, n: int, cfg: FaithfulnessConfig) -> dict:
+    """Spearman (over the evaluated set and over the pool), precision@K* and joint effects."""
+    E, truth, pool = ms.evaluated, got.exact.numpy(), ms.in_pool.numpy()
     top = top_sets(got.exact, E, k)
     boot = (cfg.n_bootstrap, cfg.seed)
     table: dict[str, Any] = {
         "k": k,
-        "n_prompts": len(prompts),
+        "n_prompts": n,
         "n_evaluated": len(E),
         "n_pool": int(ms.in_pool.sum()),
         "spearman": {
@@ -299,44 +333,4 @@ def compute_faithfulness(
         "joint_effect": {m: round(float(v.mean()), 4) for m, v in got.joint.items()},
         "joint_effect_ci95": {m: mean_ci(v.tolist(), *boot)["ci95"] for m, v in got.joint.items()},
     }
-    tensors = {
-        "exact_effect": got.exact.float(),
-        "candidates": E,
-        "in_pool": ms.in_pool,
-        "input_ids": attr.input_ids,
-        "position_mask": attr.position_mask,
-        "jb_token": attr.jb_token,
-        "ref_token": torch.tensor(attr.ref_token),
-        **{f"score.{m}": v.float() for m, v in got.scores.items()},
-        **{f"joint.{m}": v.float() for m, v in got.joint.items()},
-    }
-    table["variants"] = _variants(model, saes, prompts, attr, got, ms, direction, acfg, cfg)
-    sample, sample_t = prefilter_sample(
-        model,
-        saes,
-        prompts,
-        attr,
-        ms.sets,
-        ms.pool,
-        E,
-        direction,
-        k,
-        cfg.sample_prompts,
-        cfg.rows_per_forward,
-        *boot,
-    )
-    table["prefilter_recall"] = sample
-    return FaithfulnessResult(table, tensors | sample_t)
-
-
-def _variants(model, saes, prompts, attr, got, ms, direction, acfg, cfg) -> dict[str, Any]:
-    """The LA-IG variants on the first ``variant_prompts`` test prompts (the run's own
-    setting marked ``default``)."""
-    n = min(cfg.variant_prompts, len(prompts))
-    if n == 0:
-        return {}
-    variants = variant_configs(acfg, cfg.variants)
-    exact_pool = got.exact[:n][:, ms.in_pool]
-    return compare_variants(
-        model, saes, prompts[:n], attr, exact_pool, direction, variants, cfg.n_bootstrap, cfg.seed
-    )
+    return table

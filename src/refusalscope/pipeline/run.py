@@ -34,12 +34,16 @@ from ..stages.attribution import (
     AttributionConfig,
     Attributions,
     compute_attribution,
-    resolve_refusal_token,
 )
 from ..stages.candidates import CandidateResult, compute_candidates
 from ..stages.direction import DirectionResult, compute_direction
 from ..stages.features import FeatureSets, compute_features
-from ..stages.prompts import PromptSplits, compute_prompts, source_fingerprint
+from ..stages.prompts import (
+    PromptSplits,
+    compute_prompts,
+    resolve_refusal_token,
+    source_fingerprint,
+)
 from .analyses import Analyses, run_analyses
 from .config import RunConfig
 from .context import Context, load_context

@@ -1,4 +1,5 @@
-"""The analyses' plain sections of the report: harm categories, jailbreak prompts, probes."""
+"""The analyses' plain sections of the report: harm categories, jailbreak prompts, probes
+(then exact patching and the F* circuit, ``report.ground_truth``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
+from .ground_truth import circuit_section, faithfulness_section
 from .tables import interval, nested, table
 
 
@@ -154,6 +156,8 @@ def analyses_sections(r: Mapping[str, Any]) -> list[str]:
         categories_section(r.get("categories")),
         jailbreak_section(r.get("jailbreak_analysis")),
         probes_section(r.get("probes")),
+        faithfulness_section(r.get("faithfulness")),
+        circuit_section(r.get("circuit")),
     ]
 
 

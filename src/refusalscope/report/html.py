@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from .analyses import analyses_sections
-from .ground_truth import circuit_section, faithfulness_section
 from .tables import interval, nested, table
 
 _CSS = """
@@ -69,8 +68,6 @@ def render_report(r: Mapping[str, Any]) -> str:
         f"<h2>Global F* (top {len(feats)})</h2>",
         table(feats, ["layer", "latent", "mean LA-IG score"]),
         *analyses_sections(r),
-        faithfulness_section(r.get("faithfulness")),
-        circuit_section(r.get("circuit")),
         "<h2>Stages</h2>",
         table(
             [[k, v["seconds"], v["cached"]] for k, v in r["stages"].items()],

@@ -320,19 +320,6 @@ def score_all_latents(
     return torch.cat(parts, dim=1)
 
 
-def resolve_refusal_token(model: ChatModel, token: str | int) -> int:
-    """Token id of the refusal token, given as text (must be one token) or id."""
-    if isinstance(token, int):
-        return token
-    ids = model.tokenizer(token, add_special_tokens=False)["input_ids"]
-    if len(ids) != 1:
-        raise RefusalScopeError(
-            f"refusal token {token!r} is {len(ids)} tokens for this tokenizer; give a string "
-            "that is exactly one token (e.g. 'I')"
-        )
-    return int(ids[0])
-
-
 def compute_attribution(
     model: ChatModel,
     saes: SAESet,
@@ -349,7 +336,6 @@ def compute_attribution(
     direction = direction.to(model.device)
     check_direction_finite(direction, "LA-IG attribution")
     layers = saes.layers
-    cand_by_layer = {l: candidates[candidates[:, 0] == l, 1] for l in layers}
     n, n_cand = len(prompts), len(candidates)
     score = torch.zeros(n, n_cand)
     per_prompt: dict[str, list] = {"ids": [None] * n, "mask": [None] * n}
@@ -360,15 +346,14 @@ def compute_attribution(
     all_sum = {l: torch.zeros(saes.d_sae(l)) for l in layers} if cfg.all_latents else {}
     for rows, tokens in model.batches(prompts, cfg.batch_size, "LA-IG"):
         ig = integrated_gradients(model, tokens, layers, direction, ref_token, cfg)
-        cols = [score_latents(saes, ig, l, cand_by_layer[l], direction) for l in layers]
-        batch_score = _place_by_candidate(candidates, layers, cols)
+        batch_score = score_features(saes, ig, candidates, direction)
         if cfg.all_latents:
             full = {l: score_all_latents(saes, ig, l, direction, cfg.latent_chunk) for l in layers}
             best, best_vals = top_pairs(full, keep)
             for l in layers:
                 all_sum[l] += full[l].sum(0).cpu()
         for j, i in enumerate(rows):
-            score[i] = batch_score[j].cpu()
+            score[i] = batch_score[j]
             per_prompt["ids"][i] = tokens.input_ids[j].cpu()
             per_prompt["mask"][i] = tokens.prompt_mask[j].cpu()
             jb[i], m_clean[i], m_patch[i] = ig.jb_token[j], ig.metric_clean[j], ig.metric_patch[j]
@@ -397,14 +382,6 @@ def _check_attribution(score: Tensor, candidates: FeatureList, all_mean: dict[in
     check_candidate_scores(score, candidates, "LA-IG attribution")
     per_layer = {f"the all-latent mean scores of layer {l}": m for l, m in all_mean.items()}
     check_scores(per_layer, "LA-IG attribution")
-
-
-def _place_by_candidate(candidates: Tensor, layers: list[int], cols: list[Tensor]) -> Tensor:
-    """Per-layer score columns back in the order of ``candidates``."""
-    out = torch.zeros(cols[0].shape[0], len(candidates), device=cols[0].device)
-    for l, col in zip(layers, cols, strict=True):
-        out[:, (candidates[:, 0] == l).nonzero()[:, 0].to(out.device)] = col
-    return out
 
 
 def score_features(

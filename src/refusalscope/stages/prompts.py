@@ -257,3 +257,16 @@ def check_prompt_lengths(
                     f"max_new_tokens={max_new_tokens} that exceeds the {limit} positions of "
                     f"{model.name}. Shorten or remove that prompt in its file."
                 )
+
+
+def resolve_refusal_token(model: ChatModel, token: str | int) -> int:
+    """Token id of the refusal token, given as text (must be one token) or id."""
+    if isinstance(token, int):
+        return token
+    ids = model.tokenizer(token, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise RefusalScopeError(
+            f"refusal token {token!r} is {len(ids)} tokens for this tokenizer; give a string "
+            "that is exactly one token (e.g. 'I')"
+        )
+    return int(ids[0])
