@@ -147,7 +147,8 @@ def _analyses_headline(r: dict[str, Any]) -> dict[str, Any]:
     if p.get("ood"):
         out["probes_ood_accuracy"] = {k: v["accuracy"] for k, v in p["ood"].items()}
     if "spearman" in f:
-        out["faithfulness_spearman_with_exact"] = {m: v["mean"] for m, v in f["spearman"].items()}
+        pool = f["spearman_pool"].items()
+        out["faithfulness_spearman_with_exact_on_pool"] = {m: v["mean"] for m, v in pool}
         out["prefilter_recall"] = f["prefilter_recall"]["mean"]
     if "edges" in u:
         out["circuit_relative_drop_edge_spearman"] = [u["relative_drop"], u["edge_spearman"]]

@@ -106,8 +106,9 @@ def circuit_section(c: Mapping[str, Any] | None) -> str:
             f"<p>Rule: {html.escape(c['rule'])}</p>",
             f"<p>Refusal features' relative drop when the harm features are clamped "
             f"(c = {c['c']}) from their onset: {drop_text} (authors, Gemma-2: 0.45).</p>",
-            f"<p>Edges among the global F* ({len(c['edges'])}): gradient prediction vs "
-            f"measured patch, Spearman {c['edge_spearman']}, sign agreement "
+            f"<p>{len(c['edges'])} edges among the {c['k_star']} global F* latents (earlier "
+            f"layer → later layer): gradient prediction vs measured patch of the earlier "
+            f"latent alone, Spearman {c['edge_spearman']}, sign agreement "
             f"{c['edge_sign_agreement']}. Strongest measured:</p>",
             table(rows, ["from (layer, latent)", "to", "predicted", "measured"]),
         ]
