@@ -51,7 +51,7 @@ def test_exact_effect_equals_the_sae_in_the_loop(model):
     assert len(feats) >= 3
     fast, _ = exact_effects(model, saes, ig, feats, r, REF, rows_per_forward=4)
     for j, (layer, latent) in enumerate(feats.tolist()):
-        slow = exact_effect_reference(model, saes, tokens, r, REF, layer, latent)
+        slow = exact_effect_reference(model, saes, tokens, r, REF, [(layer, latent)])
         assert slow.abs().max() > 1e-5, "the reference must not be trivially zero"
         torch.testing.assert_close(fast[:, j], slow, rtol=1e-4, atol=1e-5)
 
@@ -65,6 +65,22 @@ def test_a_set_of_one_is_the_single_latent_effect(model):
     sets = [[feats[j : j + 1]] * len(PROMPTS) for j in range(len(feats))]
     joint = joint_effects(model, saes, ig, sets, r, REF)
     torch.testing.assert_close(joint, single, rtol=1e-4, atol=1e-5)
+
+
+def test_a_joint_patch_equals_the_sae_in_the_loop(model):
+    """Two latents of one layer and one of a later layer moved at once: the later one is set
+    on the residual as the earlier edits leave it."""
+    saes = sae_set("jumprelu")
+    r = torch.randn(D, generator=torch.Generator().manual_seed(6))
+    tokens = model.tokenize(PROMPTS)
+    ig = cache_runs(model, tokens, saes.layers, r, REF)
+    feats = _moving(saes, ig, r)
+    chosen = feats[[0, 1, len(feats) - 1]]
+    assert len(set(chosen[:, 0].tolist())) == 2
+    fast = joint_effects(model, saes, ig, [[chosen] * len(PROMPTS)], r, REF)[:, 0]
+    slow = exact_effect_reference(model, saes, tokens, r, REF, chosen)
+    assert slow.abs().max() > 1e-5
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-5)
 
 
 def test_a_latent_that_does_not_move_has_no_effect(model):

@@ -110,24 +110,23 @@ class FullClamp(Intervention):
 
 
 @dataclass(eq=False)
-class _PatchOneLatent(Intervention):
-    """Full SAE in the loop at one layer, one latent set to given values where asked."""
+class _PatchLatents(Intervention):
+    """Full SAE in the loop at each layer, some latents set to given values where asked."""
 
     saes: SAESet
-    layer: int
-    latent: int
-    value: Tensor
-    """``[batch, seq]`` counterfactual values of the latent."""
+    values: dict[int, dict[int, Tensor]]
+    """layer -> latent -> ``[batch, seq]`` counterfactual values."""
     where: Tensor
 
     def sites(self, n_layers: int) -> set[int]:
-        return {self.layer}
+        return set(self.values)
 
     def edit(self, site: int, h: Tensor, ctx: EditContext) -> Tensor:
         sae = self.saes.saes[site]
         f = sae.encode(h)
         f_new = f.clone()
-        f_new[..., self.latent] = torch.where(self.where, self.value, f[..., self.latent])
+        for latent, value in self.values[site].items():
+            f_new[..., latent] = torch.where(self.where, value, f[..., latent])
         return (sae.decode(f_new) + (h - sae.decode(f))).to(h.dtype)
 
 
@@ -138,19 +137,21 @@ def exact_effect_reference(
     tokens: TokenBatch,
     direction: Tensor,
     ref_token: int,
-    layer: int,
-    latent: int,
+    features: FeatureList | Sequence,
 ) -> Float[Tensor, " batch"]:
-    """``Δm`` of moving one latent from its clean to its counterfactual value at the prompt
-    positions, written the slow way: full encode/decode in the loop at its layer."""
+    """``Δm`` of moving ``features`` (one latent, or a set moved at once) from their clean to
+    their counterfactual values at the prompt positions, written the slow way: full
+    encode/decode in the loop at every layer involved."""
+    features = feature_list(features)
+    layers = sorted(set(features[:, 0].tolist()))
     ablate = AblateDirection(direction)
-    cap = Capture([layer])
-    clean_logits = model.forward(tokens, [cap], last_only=True)
-    cap_cf = Capture([layer])
+    clean_logits = model.forward(tokens, [], last_only=True)
+    cap_cf = Capture(layers)
     patch_logits = model.forward(tokens, [cap_cf, ablate], last_only=True)
     jb = jailbreak_tokens(patch_logits, ref_token)
-    sae = saes.saes[layer]
-    value = sae.encode(ablate.edit(layer, cap_cf.get(layer), EditContext()))[..., latent]
-    patch = _PatchOneLatent(saes, layer, latent, value, tokens.prompt_mask)
-    patched = model.forward(tokens, [patch], last_only=True)
+    values: dict[int, dict[int, Tensor]] = {}
+    for layer, latent in features.tolist():
+        f_cf = saes.saes[layer].encode(ablate.edit(layer, cap_cf.get(layer), EditContext()))
+        values.setdefault(layer, {})[latent] = f_cf[..., latent]
+    patched = model.forward(tokens, [_PatchLatents(saes, values, tokens.prompt_mask)], True)
     return metric(patched, jb, ref_token) - metric(clean_logits, jb, ref_token)
