@@ -8,20 +8,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from .ground_truth import circuit_section, faithfulness_section
-from .tables import interval, nested, table
-
-
-def _skipped(title: str, section: Mapping[str, Any] | None) -> str | None:
-    if section is None:
-        return f"<h2>{title}</h2><p>Not in this output.</p>"
-    if "skipped" in section:
-        return f"<h2>{title}</h2><p>Skipped: {html.escape(section['skipped'])}.</p>"
-    return None
+from .tables import interval, nested, skipped_section, table
 
 
 def categories_section(c: Mapping[str, Any] | None) -> str:
     title = "Harm categories"
-    if (skip := _skipped(title, c)) is not None:
+    if (skip := skipped_section(title, c)) is not None:
         return skip
     assert c is not None
     checks = c["checks"]
@@ -73,7 +65,7 @@ def categories_section(c: Mapping[str, Any] | None) -> str:
 
 def jailbreak_section(j: Mapping[str, Any] | None) -> str:
     title = "Jailbreak prompts: which features a jailbreak suppresses"
-    if (skip := _skipped(title, j)) is not None:
+    if (skip := skipped_section(title, j)) is not None:
         return skip
     assert j is not None
     rows = [
@@ -119,7 +111,7 @@ def jailbreak_section(j: Mapping[str, Any] | None) -> str:
 
 def probes_section(p: Mapping[str, Any] | None) -> str:
     title = "Probes: harmful vs harmless from last-token activations"
-    if (skip := _skipped(title, p)) is not None:
+    if (skip := skipped_section(title, p)) is not None:
         return skip
     assert p is not None
     rows = []

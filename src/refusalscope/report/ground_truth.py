@@ -6,7 +6,7 @@ import html
 from collections.abc import Mapping
 from typing import Any
 
-from .tables import interval, table
+from .tables import interval, skipped_section, table
 
 METHOD_NAMES = {
     "fstar": "F* (LA-IG, pre-filtered pool)",
@@ -17,21 +17,13 @@ METHOD_NAMES = {
 }
 
 
-def _skipped(title: str, section: Mapping[str, Any] | None) -> str | None:
-    if section is None:
-        return f"<h2>{title}</h2><p>Not in this output.</p>"
-    if "skipped" in section:
-        return f"<h2>{title}</h2><p>Skipped: {html.escape(section['skipped'])}.</p>"
-    return None
-
-
 def _mean(d: Mapping[str, Any] | None) -> list[Any]:
     return [None, ""] if not d else [d.get("mean"), interval(d.get("ci95"))]
 
 
 def faithfulness_section(f: Mapping[str, Any] | None) -> str:
     title = "Is the attribution right? Exact patching"
-    if (skip := _skipped(title, f)) is not None:
+    if (skip := skipped_section(title, f)) is not None:
         return skip
     assert f is not None
     rows = [
@@ -88,7 +80,7 @@ def faithfulness_section(f: Mapping[str, Any] | None) -> str:
 
 def circuit_section(c: Mapping[str, Any] | None) -> str:
     title = "Upstream → downstream"
-    if (skip := _skipped(title, c)) is not None:
+    if (skip := skipped_section(title, c)) is not None:
         return skip
     assert c is not None
     top = sorted(c["edges"], key=lambda e: -abs(e["measured"]))[:10]

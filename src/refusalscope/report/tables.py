@@ -40,3 +40,12 @@ def num_key(s: str) -> tuple:
 def interval(ci: Sequence[float] | None) -> str:
     """``[low, high]`` (brackets: a dash would read as a minus sign next to negatives)."""
     return "" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def skipped_section(title: str, section: Mapping[str, Any] | None) -> str | None:
+    """The heading and a line when a section is absent or was skipped; None otherwise."""
+    if section is None:
+        return f"<h2>{title}</h2><p>Not in this output.</p>"
+    if "skipped" in section:
+        return f"<h2>{title}</h2><p>Skipped: {html.escape(section['skipped'])}.</p>"
+    return None
