@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ..evaluation.patching import exact_effects, latent_values, readout_clean
+from ..evaluation.patching import exact_effects, latent_values
 from ..evaluation.ranking import mean_ci, spearman_rows
 from ..runtime.files import read_json, write_json
 from ..runtime.hooks import Capture, EditContext, Intervention
@@ -202,12 +202,11 @@ def measured_edges(
 ) -> tuple[Float[Tensor, "batch up down"], Float[Tensor, "batch k"]]:
     """``[b, u, d]``: the change of ``a_d`` when ``u`` alone is patched (exact), and each
     latent's exact effect on the metric."""
-    effect, reads = exact_effects(
+    effect, change = exact_effects(
         model, saes, ig, features, direction, ref_token, rows_per_forward, readout=features
     )
-    base = readout_clean(model, saes, ig.tokens, features)
-    assert reads is not None
-    return reads - base[:, None, :], effect
+    assert change is not None
+    return change, effect
 
 
 def compute_circuit(

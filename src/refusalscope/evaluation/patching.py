@@ -75,9 +75,9 @@ def exact_effects(
 
     Only the (prompt, latent) pairs where the latent moves are run, ``rows_per_forward``
     to a forward; a latent that does not move has effect 0 exactly. With ``readout``, also
-    each readout latent's mean activation over the prompt positions in every patched run
-    (read where the residual reaches its layer, before any edit there; a pair not run
-    reads the clean value).
+    the change of each readout latent's mean activation over the prompt positions in every
+    patched run from the clean run (read where the residual reaches its layer, before any
+    edit there; 0 for a pair not run).
     """
     features = feature_list(features)
     tokens = ig.tokens
@@ -85,11 +85,11 @@ def exact_effects(
     where = tokens.prompt_mask
     moves = ((patched - clean).abs() * where[:, :, None]).amax(1) > 0  # [B, n]
     effect = torch.zeros(moves.shape)
-    reads = None
+    reads = base = None
     if readout is not None:
         readout = feature_list(readout)
-        base = readout_clean(model, saes, tokens, readout)
-        reads = base[:, None, :].expand(-1, len(features), -1).clone()
+        base = _readout_clean(model, saes, tokens, readout)
+        reads = torch.zeros(*moves.shape, len(readout))
     pairs = moves.nonzero().cpu()  # (prompt, feature) rows to run
     jb = ig.jb_token.to(where.device)
     for chunk in pairs.split(rows_per_forward) if len(pairs) else ():
@@ -104,17 +104,18 @@ def exact_effects(
         rows = TokenBatch(tokens.input_ids[b], tokens.attention_mask[b], where[b])
         ivs: list = [SetLatents(saes, latents, mask, target, where[b])]
         cap = Capture(sorted(set(readout[:, 0].tolist()))) if readout is not None else None
+        assert cap is None or (reads is not None and base is not None)
         if cap is not None:
             ivs.insert(0, cap)
         m = metric(model.forward(rows, ivs, last_only=True), jb[b], ref_token)
         effect[chunk[:, 0], j] = (m - ig.metric_clean.to(m.device)[b]).cpu()
-        if cap is not None and reads is not None and readout is not None:
-            read = readout_means(saes, cap, readout, where[b])
-            reads[chunk[:, 0], j] = read.cpu()
+        if cap is not None:
+            read = readout_means(saes, cap, readout, where[b]).cpu()
+            reads[chunk[:, 0], j] = read - base[chunk[:, 0]]
     return effect, reads
 
 
-def readout_clean(
+def _readout_clean(
     model: ChatModel, saes: SAESet, tokens: TokenBatch, readout: FeatureList
 ) -> Tensor:
     cap = Capture(sorted(set(readout[:, 0].tolist())))
