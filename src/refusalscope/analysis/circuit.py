@@ -25,15 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float
 from torch import Tensor
 
 from ..evaluation.patching import exact_effects, latent_values
 from ..evaluation.ranking import mean_ci, spearman_rows
 from ..runtime.files import read_json, write_json
-from ..runtime.hooks import Capture, EditContext, Intervention
+from ..runtime.hooks import Capture
 from ..runtime.model import ChatModel
-from ..runtime.patching import per_row_latents
+from ..runtime.patching import EditLatents, per_row_latents
 from ..runtime.saes import SAESet
 from ..runtime.types import FeatureList, feature_list
 from ..stages.attribution import AttributionConfig, AttributionResult, _Mix, cache_runs
@@ -68,33 +68,10 @@ class CircuitResult:
         return cls(*(read_json(folder / f) for f in files))
 
 
-@dataclass(eq=False)
-class ScaleFrom(Intervention):
-    """Per row, ``f' = c·f`` for some latents from a position onwards (prefill only):
-    ``h ← h + (c − 1)·f·W_dec[i]`` where ``on[l][b, t, j]``."""
-
-    saes: SAESet
-    latents: dict[int, Int[Tensor, "batch k"]]
-    on: dict[int, Bool[Tensor, "batch seq k"]]
-    c: float
-
-    def sites(self, n_layers: int) -> set[int]:
-        return set(self.latents)
-
-    def active(self, ctx: EditContext) -> bool:
-        return ctx.prefill
-
-    def edit(self, site: int, h: Tensor, ctx: EditContext) -> Tensor:
-        idx = self.latents[site].to(h.device)
-        f = self.saes.encode(site, h, idx).float() * self.on[site].to(h.device)
-        rows = self.saes.decoder_rows(site, idx).float()
-        return h + torch.bmm((self.c - 1.0) * f, rows).to(h.dtype)
-
-
 def onset_clamp(
     saes: SAESet, sets: Sequence[FeatureList], onsets: Sequence[Tensor], where: Tensor, c: float
-) -> ScaleFrom:
-    """``ScaleFrom`` for a batch: row ``b`` scales ``sets[b]``, latent ``j`` on the prompt
+) -> EditLatents:
+    """``f' = c·f`` for a batch: row ``b`` scales ``sets[b]``, latent ``j`` on the prompt
     positions (``where``) from ``onsets[b][j]`` positions before the end onwards."""
     latents, mask = per_row_latents(sets)
     B, T = where.shape
@@ -108,7 +85,7 @@ def onset_clamp(
                     start[b, j] = T - 1 - int(o[hit[0, 0]])
         pos = torch.arange(T)[None, :, None]
         on[layer] = (pos >= start[:, None, :]) & where.cpu()[:, :, None]
-    return ScaleFrom(saes, latents, on, c)
+    return EditLatents(saes, latents, on, scale=c)
 
 
 def end_means(

@@ -6,7 +6,7 @@ to its counterfactual value (the SAE's reading of the direction-ablated run) at 
 prompt positions LA-IG averages over, in the clean run, everything downstream live and
 the SAE error kept: ``h_l ← h_l + (f_patch − f_clean)_i · W_dec[i]``. One forward per
 (prompt, latent), batched: each row of a forward patches its own latent
-(``runtime.patching.SetLatents``), so the cost is one bare forward per row whatever the
+(``runtime.patching.EditLatents``), so the cost is one bare forward per row whatever the
 SAE width. A *joint* effect moves a whole set at once (each latent set to its
 counterfactual value on the residual as it arrives, the SAE in the loop).
 """
@@ -22,7 +22,7 @@ from torch import Tensor
 from ..runtime.hooks import Capture, EditContext
 from ..runtime.interventions import AblateDirection
 from ..runtime.model import ChatModel
-from ..runtime.patching import SetLatents, per_row_latents
+from ..runtime.patching import EditLatents, per_row_latents, positions
 from ..runtime.saes import SAESet
 from ..runtime.tokens import TokenBatch
 from ..runtime.types import FeatureList, feature_list
@@ -102,7 +102,8 @@ def exact_effects(
             mask[layer] = on[:, None]
             target[layer] = patched[b, :, j.to(where.device)][:, :, None]
         rows = TokenBatch(tokens.input_ids[b], tokens.attention_mask[b], where[b])
-        ivs: list = [SetLatents(saes, latents, mask, target, where[b])]
+        on = {l: positions(m, where[b]) for l, m in mask.items()}
+        ivs: list = [EditLatents(saes, latents, on, target)]
         cap = Capture(sorted(set(readout[:, 0].tolist()))) if readout is not None else None
         assert cap is None or (reads is not None and base is not None)
         if cap is not None:
@@ -157,7 +158,8 @@ def joint_effects(
         cf = counterfactual_residual(ig, layer, direction)[prompt_of.to(ig.clean[layer].device)]
         target[layer] = saes.encode(layer, cf, idx).float()
     where = tokens.prompt_mask.repeat_interleave(S, 0)
-    patch = SetLatents(saes, latents, mask, target, where)
+    on = {l: positions(m, where) for l, m in mask.items()}
+    patch = EditLatents(saes, latents, on, target)
     jb = ig.jb_token.to(tokens.input_ids.device).repeat_interleave(S)
     m = metric(model.forward(_repeat(tokens, S), [patch], last_only=True), jb, ref_token)
     return (m.view(B, S) - ig.metric_clean[:, None].to(m.device)).cpu()

@@ -24,25 +24,26 @@ from .saes import SAESet
 
 
 @dataclass(eq=False)
-class SetLatents(Intervention):
-    """Per row, set some latents of some layers to per-position targets (prefill only).
+class EditLatents(Intervention):
+    """Per row, ``f' = scale·f + target`` for some latents of some layers where ``on``
+    (prefill only); ``scale = 0`` sets them to ``target``, ``target = None`` scales them.
 
-    ``latents[l]`` is ``[B, k]`` (row ``b``'s latents at layer ``l``; ``mask[l]`` marks the
-    real slots), ``target[l]`` is ``[B, T, k]`` and ``where`` ``[B, T]`` marks the positions
-    edited (elsewhere every latent is left as it is).
+    ``latents[l]`` is ``[B, k]`` (row ``b``'s latents at layer ``l``, padded), ``on[l]`` is
+    ``[B, T, k]`` (the positions each slot is edited at; False for padding slots) and
+    ``target[l]`` ``[B, T, k]``. Elsewhere every latent is left as it is.
     """
 
     saes: SAESet
     latents: Mapping[int, Int[Tensor, "batch k"]]
-    mask: Mapping[int, Bool[Tensor, "batch k"]]
-    target: Mapping[int, Float[Tensor, "batch seq k"]]
-    where: Bool[Tensor, "batch seq"]
+    on: Mapping[int, Bool[Tensor, "batch seq k"]]
+    target: Mapping[int, Float[Tensor, "batch seq k"]] | None = None
+    scale: float = 0.0
 
     def __post_init__(self) -> None:
         missing = set(self.latents) - set(self.saes.layers)
         if missing:
             raise RefusalScopeError(
-                f"patched latents refer to layers {sorted(missing)} that have no SAE "
+                f"edited latents refer to layers {sorted(missing)} that have no SAE "
                 f"(SAE layers: {self.saes.layers})"
             )
 
@@ -53,23 +54,29 @@ class SetLatents(Intervention):
         return ctx.prefill
 
     def edit(self, site: int, h: Tensor, ctx: EditContext) -> Tensor:
-        idx = self.latents[site].to(h.device)
-        if idx.shape[0] != h.shape[0] or self.where.shape != h.shape[:2]:
+        idx, on = self.latents[site].to(h.device), self.on[site].to(h.device)
+        if on.shape[:2] != h.shape[:2]:
             raise RefusalScopeError(
-                f"patch targets for a batch of {idx.shape[0]} rows × {self.where.shape[1]} "
-                f"positions applied to {h.shape[0]} × {h.shape[1]}"
+                f"latent edits for a batch of {on.shape[0]} rows × {on.shape[1]} positions "
+                f"applied to {h.shape[0]} × {h.shape[1]}"
             )
         now = self.saes.encode(site, h, idx).float()
-        keep = self.mask[site].to(h.device)[:, None, :] & self.where.to(h.device)[:, :, None]
-        delta = (self.target[site].to(h.device) - now) * keep
+        delta = (self.scale - 1.0) * now
+        if self.target is not None:
+            delta = delta + self.target[site].to(h.device)
         rows = self.saes.decoder_rows(site, idx).float()  # [B, k, d]
-        return h + torch.bmm(delta, rows).to(h.dtype)
+        return h + torch.bmm(delta * on, rows).to(h.dtype)
+
+
+def positions(mask: Tensor, where: Tensor) -> Bool[Tensor, "batch seq k"]:
+    """``EditLatents.on`` for slots ``mask [B, k]`` edited at positions ``where [B, T]``."""
+    return mask[:, None, :] & where[:, :, None]
 
 
 def per_row_latents(
     features: Sequence[Tensor],
 ) -> tuple[dict[int, Tensor], dict[int, Tensor]]:
-    """Per-row feature lists (``[n_b, 2]`` of (layer, latent)) as ``SetLatents``'s
-    ``latents`` and ``mask``: layer -> ``[B, k_max]`` (padded with latent 0, masked)."""
+    """Per-row feature lists (``[n_b, 2]`` of (layer, latent)) as ``EditLatents``'s
+    ``latents`` and their slot mask: layer -> ``[B, k_max]`` (padded with latent 0, masked)."""
     by_layer = _index_per_row(features)
     return {l: v[0] for l, v in by_layer.items()}, {l: v[1] for l, v in by_layer.items()}
