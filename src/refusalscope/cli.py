@@ -131,6 +131,29 @@ def run(
     sys.stdout.write("\n")
 
 
+@app.command("report")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="Output folder of `refusalscope run`.")],
+    out: Annotated[
+        Path | None, typer.Option(help="HTML file to write (default: RUN_DIR/report.html).")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Re-render the HTML report from a run's output folder, without recomputing."""
+    _setup_logging(verbose)
+    import time
+
+    from .pipeline.outputs import write_report
+
+    start = time.perf_counter()
+    try:
+        path = write_report(run_dir, out)
+    except RefusalScopeError as e:
+        _fail(e)
+    size = path.stat().st_size / 2**20
+    typer.echo(f"wrote {path} ({size:.1f} MiB) in {time.perf_counter() - start:.1f} s")
+
+
 def _analyses_headline(r: dict[str, Any]) -> dict[str, Any]:
     """One line per analysis for the terminal (the full tables are in results.json)."""
     out: dict[str, Any] = {}

@@ -84,7 +84,7 @@ def organism_pairs(ctx: Context) -> list[PromptPair]:
     ]
 
 
-def _pairs(ctx: Context) -> tuple[list[PromptPair], str] | None:
+def pair_source(ctx: Context) -> tuple[list[PromptPair], str] | None:
     """The pairs and what keys them in the cache, or None when there are none."""
     path = ctx.cfg.analysis.jailbreak_pairs
     if path is not None:
@@ -106,7 +106,7 @@ def run_analyses(ctx: Context, d, steer: Steering, upstream: tuple) -> Analyses:
         log.warning("category analysis skipped: %s", reason)
     else:
         out.categories = _categories(ctx, d, steer, (*upstream, _settings(a, "categories")))
-    found = _pairs(ctx)
+    found = pair_source(ctx)
     if found is None:
         out.skipped["jailbreak_analysis"] = "no jailbreak pairs (set analysis.jailbreak_pairs)"
     else:

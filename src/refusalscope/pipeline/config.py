@@ -7,6 +7,8 @@ import logging
 from dataclasses import dataclass, field
 
 from ..analysis.config import AnalysisConfig
+from ..analysis.explain import ExplainConfig
+from ..analysis.explainer import check_explainer
 from ..data.pairs import load_pair_file
 from ..data.prompts import load_text_passages
 from ..evaluation.config import EvalConfig
@@ -39,6 +41,7 @@ STAGES = (
     "probes",
     "faithfulness",
     "circuit",
+    "explain",
 )
 
 
@@ -96,6 +99,7 @@ class RunConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)
+    explain: ExplainConfig = field(default_factory=ExplainConfig)
 
 
 def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
@@ -123,6 +127,7 @@ def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
         )
     if cfg.model.path is not None and no_saes(cfg):
         raise RefusalScopeError("no SAEs configured: set saes.folders or saes.release + saes.ids")
+    check_explainer(cfg.explain.explainer)
     _check_pool(cfg)
 
 

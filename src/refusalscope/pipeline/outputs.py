@@ -6,8 +6,8 @@ and test in one table),
 ``features.safetensors`` (every method's ranked sets, the per-prompt F* sets included),
 ``generations.jsonl`` (every judged generation), ``faithfulness.safetensors`` (exact
 patching; when that stage ran), ``circuit_graph.json`` and ``circuit_viewer.json`` (the F*
-feature graph, ours and for circuit-tracer's viewer; when the circuit ran) and
-``report.html``. The set is written
+feature graph, ours and for circuit-tracer's viewer; when the circuit ran), ``cards.json``
+(a card per selected feature; when the explain stage ran) and ``report.html``. The set is written
 whole into a temp folder and swapped in, results.json last: its presence means the
 whole set is there.
 """
@@ -20,12 +20,13 @@ import torch
 from torch import Tensor
 
 from ..analysis.circuit import CircuitResult
+from ..analysis.explain import ExplainResult
 from ..evaluation.capability import CapabilityResult
 from ..evaluation.faithfulness import FaithfulnessResult
 from ..evaluation.induction import InductionResult
 from ..evaluation.jailbreak import JailbreakResult
 from ..evaluation.sweep import SweepResult
-from ..report.html import render_report
+from ..report.html import ReportInputs, render_report
 from ..runtime.errors import RefusalScopeError
 from ..runtime.files import (
     MARKER,
@@ -35,6 +36,7 @@ from ..runtime.files import (
     read_json,
     read_jsonl,
     save_tensors,
+    temp_path,
     write_json,
     write_jsonl,
 )
@@ -93,8 +95,42 @@ def write_outputs(res: RunResult, out: Path) -> None:
         if truth.circuit is not None:
             write_json(tmp / CircuitResult.GRAPH, truth.circuit.graph)
             write_json(tmp / CircuitResult.VIEWER, truth.circuit.viewer)
-        (tmp / REPORT).write_text(render_report(res.summary))
+        if res.cards is not None:
+            write_json(tmp / ExplainResult.FILE, res.cards.files())
+        (tmp / REPORT).write_text(render_report(report_inputs(res)), encoding="utf-8")
         write_json(tmp / RESULTS, res.summary)
+
+
+def report_inputs(res: RunResult) -> ReportInputs:
+    """What the report shows of a run (the same whether just run or read back)."""
+    truth, cards = res.ground_truth, res.cards
+    return ReportInputs(
+        summary=res.summary,
+        generations=res.generations,
+        cards=cards.cards if cards is not None else (),
+        examples=cards.examples if cards is not None else (),
+        faithfulness=truth.faithfulness.tensors if truth.faithfulness is not None else None,
+        circuit_graph=truth.circuit.graph if truth.circuit is not None else None,
+    )
+
+
+def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """Re-render ``report.html`` from a run's output folder (through ``load_run``) into
+    ``out`` (default: the folder's own report.html), written whole or not at all."""
+    res = load_run(folder)
+    target = Path(out).expanduser() if out is not None else Path(folder).expanduser() / REPORT
+    if target.is_dir():
+        raise RefusalScopeError(f"--out {target} is a folder; give a file name, e.g. report.html")
+    if not target.parent.is_dir():
+        raise RefusalScopeError(f"--out {target}: folder {target.parent} does not exist")
+    page = render_report(report_inputs(res))
+    tmp = temp_path(target)
+    try:
+        tmp.write_text(page, encoding="utf-8")
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def combined_attribution(attr: Attributions) -> dict[str, Tensor]:
@@ -181,7 +217,15 @@ def load_run(folder: str | Path) -> RunResult:
         ),
         analyses=Analyses.from_summary(summary, rows),
         ground_truth=_ground_truth(folder, summary),
+        cards=_cards(folder, summary),
     )
+
+
+def _cards(folder: Path, summary: dict) -> ExplainResult | None:
+    section = summary.get("explain")
+    if not section or "skipped" in section:
+        return None
+    return ExplainResult.from_files(section, read_json(folder / ExplainResult.FILE))
 
 
 def _ground_truth(folder: Path, summary: dict) -> GroundTruth:

@@ -2,7 +2,8 @@
 
 prompts → direction → candidates → attribution → features → sweep → jailbreak →
 capability → induction → categories → jailbreak_analysis → probes (the analyses,
-``pipeline.analyses``) → faithfulness → circuit (``pipeline.ground_truth``). Each
+``pipeline.analyses``) → faithfulness → circuit (``pipeline.ground_truth``) → explain
+(the feature cards, ``pipeline.explain``). Each
 stage is computed by its module's ``compute_*`` (or evaluation) function, saved under
 ``$REFUSALSCOPE_CACHE/runs/<stage>/<key>/`` (marked complete last) and reused while its
 config, its code and everything upstream are unchanged; ``force`` recomputes a stage and
@@ -15,10 +16,12 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
+from ..analysis.explain import ExplainResult
 from ..data.prompts import load_text_passages
 from ..evaluation.capability import CapabilityResult, compute_capability
 from ..evaluation.induction import InductionResult, compute_induction, induction_values
@@ -47,6 +50,7 @@ from ..stages.prompts import (
 from .analyses import Analyses, run_analyses
 from .config import RunConfig
 from .context import Context, load_context
+from .explain import run_explain
 from .ground_truth import GroundTruth, run_ground_truth
 
 log = logging.getLogger(__name__)
@@ -72,6 +76,8 @@ class RunResult:
     """Harm categories, jailbreak prompts and OOD probes (each None when skipped)."""
     ground_truth: GroundTruth = field(default_factory=GroundTruth)
     """Exact patching against every selection method, and the F* circuit (None: skipped)."""
+    cards: ExplainResult | None = None
+    """One card per selected feature (None: skipped; the reason in ``summary["explain"]``)."""
 
     @property
     def generations(self) -> list[dict]:
@@ -229,8 +235,13 @@ def _evaluate(ctx: Context, d: _Discovery) -> RunResult:
     )
     analyses = run_analyses(ctx, d, steer, (*sweep_key, c_used, k_used))
     truth = run_ground_truth(ctx, d, steer, (*sweep_key, c_used, k_used))
+    cards, skipped = run_explain(
+        ctx, d, steer, (*sweep_key, c_used, k_used), analyses.summary(), jb.rows + cap.rows,
+        texts, truth,
+    )  # fmt: skip
     summary = _summary(ctx, d, sweep, jb, cap, ind, (c_used, k_used))
     summary |= analyses.summary() | truth.summary()
+    summary["explain"] = cards.table if cards is not None else {"skipped": skipped}
     return RunResult(
         summary,
         d.prompts,
@@ -243,6 +254,7 @@ def _evaluate(ctx: Context, d: _Discovery) -> RunResult:
         ind,
         analyses,
         truth,
+        cards,
     )
 
 
@@ -261,7 +273,12 @@ def _summary(
     return {
         "config": to_dict(c),
         "versions": versions(),
-        "model": {"name": model.name, "n_layers": model.n_layers, "d_model": model.d_model},
+        "model": {
+            "name": display_name(c),
+            "organism": c.model.path is None,
+            "n_layers": model.n_layers,
+            "d_model": model.d_model,
+        },
         "prompts": {k: len(v) for k, v in d.prompts.splits.items()}
         | {"dropped": d.prompts.dropped},
         "refusal_token": {"id": ref, "text": model.tokenizer.decode([ref])},
@@ -283,6 +300,16 @@ def _summary(
         "stages": ctx.stages,
         "cache_keys": ctx.keys,
     }
+
+
+def display_name(cfg: RunConfig) -> str:
+    """The model as a reader names it: the hub id, a local folder's name (never the
+    machine's path), or the organism and its seed."""
+    path = cfg.model.path
+    if path is None:
+        return f"model organism (seed {cfg.organism.seed})"
+    local = Path(path).expanduser()
+    return local.name if local.is_dir() else path
 
 
 def _ci(rate: float, n: int) -> list[float]:

@@ -1,12 +1,16 @@
-"""The report's plain sections for exact patching (faithfulness) and the F* circuit."""
+"""The report's sections for exact patching (faithfulness) and the F* circuit."""
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any
 
-from .tables import interval, skipped_section, table
+from markupsafe import Markup
+from torch import Tensor
+
+from . import figures as fg
+from .figures_features import circuit_graph, faithfulness_scatter
+from .tables import Section, Table, features, interval, mean_ci, skipped
 
 METHOD_NAMES = {
     "fstar": "F* (LA-IG, pre-filtered pool)",
@@ -17,91 +21,84 @@ METHOD_NAMES = {
 }
 
 
-def _mean(d: Mapping[str, Any] | None) -> list[Any]:
-    return [None, ""] if not d else [d.get("mean"), interval(d.get("ci95"))]
-
-
-def faithfulness_section(f: Mapping[str, Any] | None) -> str:
+def faithfulness_section(
+    f: Mapping[str, Any] | None, tensors: Mapping[str, Tensor] | None, cards: set[str]
+) -> Section:
     title = "Is the attribution right? Exact patching"
-    if (skip := skipped_section(title, f)) is not None:
+    if (skip := skipped("faithfulness", title, f)) is not None:
         return skip
     assert f is not None
     rows = [
-        [
-            METHOD_NAMES.get(m, m),
-            *_mean(f["spearman"][m]),
-            *_mean(f.get("spearman_pool", {}).get(m)),
-            *_mean(f["precision_at_k"][m]),
-            f["joint_effect"][m],
-            interval(f["joint_effect_ci95"][m]),
-        ]
+        [METHOD_NAMES.get(m, m), mean_ci(f["spearman"][m]),
+         mean_ci(f.get("spearman_pool", {}).get(m)), mean_ci(f["precision_at_k"][m]),
+         f["joint_effect"][m], interval(f["joint_effect_ci95"][m])]
         for m in f["spearman"]
-    ]
+    ]  # fmt: skip
     variants = [
-        [name + (" (run's)" if v["default"] else ""), *_mean(v["spearman"])]
-        + [*_mean(v.get("minus_default")), v["seconds"]]
+        [name + (" (run's)" if v["default"] else ""), mean_ci(v["spearman"]),
+         mean_ci(v.get("minus_default")), v["seconds"]]
         for name, v in f["variants"].items()
-    ]
-    p = f["prefilter_recall"]
-    ref = f["joint_effect"]
-    return "".join(
+    ]  # fmt: skip
+    p, ref = f["prefilter_recall"], f["joint_effect"]
+    figs = [Markup(fg.div(faithfulness_scatter(tensors, cards), 420))] if tensors else []
+    return Section(
+        "faithfulness",
+        title,
         [
-            f"<h2>{title}</h2>",
-            f"<p>Exact effect Δm of moving one latent from its clean to its counterfactual "
-            f"value at the prompt positions, on {f['n_prompts']} harmful test prompts, for "
+            f"Exact effect Δm of moving one latent from its clean to its counterfactual value "
+            f"at the prompt positions, on {f['n_prompts']} harmful test prompts, for "
             f"{f['n_evaluated']} latents (the {f['n_pool']}-latent candidate pool and every "
-            f"latent a method selected). Spearman per prompt (mean, 95% CI over prompts); "
-            f"precision@K* against the exact top-{f['k']}; joint Δm of the method's whole "
-            f"set (exact top-{f['k']}: {ref['exact_top']}; the whole counterfactual: "
-            f"{ref['direction']}).</p>",
-            table(
-                rows,
-                [
-                    "method",
-                    "Spearman",
-                    "95%",
-                    "Spearman (pool)",
-                    "95%",
-                    "precision@K*",
-                    "95%",
-                    "joint Δm",
-                    "95%",
-                ],
-            ),
-            "<p>LA-IG variants on the candidate pool (mixing / Riemann rule / steps), with "
-            "the paired difference from the run's setting and the cost.</p>",
-            table(variants, ["variant", "Spearman", "95%", "− run's", "95%", "seconds"]),
-            f"<p>Pre-filter recall: on {p['n_prompts']} prompts every latent that moves was "
+            "latent a method selected). Spearman per prompt (mean and 95 % interval over "
+            f"prompts); precision@K* against the exact top-{f['k']}; joint Δm of the method's "
+            f"whole set (exact top-{f['k']}: {ref['exact_top']}; the whole counterfactual: "
+            f"{ref['direction']}).",
+            f"Pre-filter recall: on {p['n_prompts']} prompts every latent that moves was "
             f"patched; the candidate pool holds {p['mean']} {interval(p.get('ci95'))} of the "
-            f"exact top-{p['k']} over all latents.</p>",
-        ]
+            f"exact top-{p['k']} over all latents.",
+        ],
+        figs,
+        [
+            Table(
+                ["method", "Spearman", "Spearman (pool)", "precision@K*", "joint Δm", "95%"], rows
+            ),
+            Table(
+                ["LA-IG variant", "Spearman", "− run's", "seconds"],
+                variants,
+                caption="Mixing / Riemann rule / steps, each against the run's setting.",
+            ),
+        ],
     )
 
 
-def circuit_section(c: Mapping[str, Any] | None) -> str:
-    title = "Upstream → downstream"
-    if (skip := skipped_section(title, c)) is not None:
+def circuit_section(
+    c: Mapping[str, Any] | None, graph: Mapping[str, Any] | None, cards: set[str]
+) -> Section:
+    title = "Upstream → downstream: the F* circuit"
+    if (skip := skipped("circuit", title, c)) is not None:
         return skip
     assert c is not None
     top = sorted(c["edges"], key=lambda e: -abs(e["measured"]))[:10]
-    rows = [[str(e["from"]), str(e["to"]), e["predicted"], e["measured"]] for e in top]
+    rows = [[*features([e["from"], e["to"]]), e["predicted"], e["measured"]] for e in top]
     drop = c["relative_drop"]
     drop_text = (
         f"{drop} {interval(c['relative_drop_ci95'])} over {c['n_prompts']} prompts"
         if drop is not None
-        else f"not measurable: no prompt's F* has both harm and refusal features "
+        else "not measurable: no prompt's F* has both harm and refusal features "
         f"({c['n_without_both_roles']} prompts)"
     )
-    return "".join(
+    figs = [Markup(fg.div(circuit_graph(graph, cards), 420))] if graph else []
+    return Section(
+        "circuit",
+        title,
         [
-            f"<h2>{title}</h2>",
-            f"<p>Rule: {html.escape(c['rule'])}</p>",
-            f"<p>Refusal features' relative drop when the harm features are clamped "
-            f"(c = {c['c']}) from their onset: {drop_text} (authors, Gemma-2: 0.45).</p>",
-            f"<p>{len(c['edges'])} edges among the {c['k_star']} global F* latents (earlier "
-            f"layer → later layer): gradient prediction vs measured patch of the earlier "
+            c["rule"],
+            f"Refusal features' relative drop when the harm features are clamped (c = "
+            f"{c['c']}) from their onset: {drop_text} (authors, Gemma-2: 0.45).",
+            f"{len(c['edges'])} edges among the {c['k_star']} global F* latents (earlier layer "
+            "→ later layer): gradient prediction against the measured patch of the earlier "
             f"latent alone, Spearman {c['edge_spearman']}, sign agreement "
-            f"{c['edge_sign_agreement']}. Strongest measured:</p>",
-            table(rows, ["from (layer, latent)", "to", "predicted", "measured"]),
-        ]
+            f"{c['edge_sign_agreement']}.",
+        ],
+        figs,
+        [Table(["from", "to", "predicted", "measured"], rows, caption="Strongest measured edges")],
     )

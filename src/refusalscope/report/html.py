@@ -1,80 +1,151 @@
-"""A plain, self-contained HTML report of one run's ``results.json``."""
+"""The report: one self-contained HTML page from a run's outputs, rendered from Jinja2
+templates (``report/templates``), plots by plotly (its JS inlined once), every text
+escaped, no path of the machine shown."""
 
 from __future__ import annotations
 
-import html
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any
 
-from .analyses import analyses_sections
-from .tables import interval, nested, table
+import jinja2
+from markupsafe import Markup
+from torch import Tensor
 
-_CSS = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-.best{font-weight:bold;background:#eef7ee}code{background:#f5f5f5;padding:0 .2em}
-"""
+from .analyses import categories_section, jailbreak_section, probes_section
+from .ground_truth import circuit_section, faithfulness_section
+from .sections import (
+    capability_section,
+    direction_section,
+    induction_section,
+    sweep_section,
+)
+from .sections import (
+    jailbreak_section as method_jailbreak_section,
+)
+from .summary import findings, headlines, what_was_run
+from .tables import Feature, Section, Table, fmt, interval, scrub_paths
+from .views import GENERATIONS_PER_GROUP, card_view, generation_groups, token_maps
+
+TEMPLATES = Path(__file__).parent / "templates"
 
 
-def render_report(r: Mapping[str, Any]) -> str:
-    """The report as one HTML string."""
-    d = r["direction"]
-    sweep_rows = [[l, v["jailbreak"], v["harmless_ok"]] for l, v in d["sweep"].items()]
-    chosen = list(d["sweep"]).index(str(d["layer"]))
-    jb = r["jailbreak"]
-    jb_rows = [
-        [m, v["n"], v["complied"], interval(v.get("complied_ci95")), v["refused"], v["degenerate"]]
-        for m, v in jb.items()
-    ]
-    paired = [
-        [m, v["reference_only"], v["other_only"], f"{v['p_value']:.2g}"]
-        for m, v in r.get("jailbreak_vs_fstar", {}).items()
-    ]
-    cap = r["capability"]
-    cap_rows = [
-        [m, v["ce_responses"], v["ce_text"], v["harmless_complied"]] for m, v in cap.items()
-    ]
-    sweep = {
-        f"c={c}": {f"K*={k}": cell["complied"] for k, cell in row.items()}
-        for c, row in r["sweep"].items()
-    }
-    feats = r["features"]["global"]
-    st = r["steering"]
-    parts = [
-        f"<h1>refusalscope — {html.escape(r['model']['name'])}</h1>",
-        f"<p>{r['model']['n_layers']} layers, d_model {r['model']['d_model']}; refusal token "
-        f"<code>{html.escape(repr(r['refusal_token']['text']))}</code>; prompts "
-        f"{html.escape(str(r['prompts']))}</p>",
-        "<h2>Refusal direction: ablation sweep</h2>",
-        f"<p>Chosen layer l* = {d['layer']}. Base: {html.escape(str(d['base']))}</p>",
-        table(sweep_rows, ["layer", "jailbreak", "harmless OK"], best=chosen),
-        f"<h2>Jailbreak (harmful test; c={st['c']}, K*={st['k_star']})</h2>",
-        "<p>A jailbreak counts only as <i>complied</i>; broken text is <i>degenerate</i>.</p>",
-        table(jb_rows, ["method", "n", "complied", "95% CI", "refused", "degenerate"]),
-        "<p>F* against each method on the same prompts: prompts only F* jailbreaks, prompts "
-        "only the other jailbreaks, and the exact McNemar p-value.</p>",
-        table(paired, ["method", "F* only", "other only", "p"]),
-        "<h2>Capability cost</h2>",
-        "<p>Cross-entropy per token on the base model's own responses to harmless prompts and "
-        "on held-out plain text (— when no text corpus was given: evaluation.text_file), and "
-        "the judge's complied rate on the harmless prompts.</p>",
-        table(cap_rows, ["method", "CE on base responses", "CE on text", "harmless complied"]),
-        "<h2>Refusal induction (harmless prompts, refusal rate)</h2>",
-        nested(r["induction"], "method"),
-        "<h2>Clamp sweep on the train split (complied)</h2>",
-        nested(sweep, "scale"),
-        f"<h2>Global F* (top {len(feats)})</h2>",
-        table(feats, ["layer", "latent", "mean LA-IG score"]),
-        *analyses_sections(r),
-        "<h2>Stages</h2>",
-        table(
-            [[k, v["seconds"], v["cached"]] for k, v in r["stages"].items()],
-            ["stage", "seconds", "cached"],
-        ),
-    ]
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>refusalscope report</title>"
-        f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n"
+@dataclass
+class ReportInputs:
+    """What the report shows: ``results.json`` and the files beside it."""
+
+    summary: Mapping[str, Any]
+    generations: Sequence[Mapping[str, Any]] = ()
+    cards: Sequence[Mapping[str, Any]] = ()
+    """``cards.json``'s cards (empty: the explain stage did not run)."""
+    examples: Sequence[Mapping[str, Any]] = ()
+    """``cards.json``'s token-level LA-IG examples."""
+    faithfulness: Mapping[str, Tensor] | None = None
+    circuit_graph: Mapping[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html", "j2"], default=True),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
+    env.filters["fmt"] = fmt
+    env.filters["interval"] = interval
+    env.filters["as_feature"] = lambda pair: Feature(int(pair[0]), int(pair[1]))
+    env.tests["feature"] = lambda v: isinstance(v, Feature)
+    return env
+
+
+@cache
+def _plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
+
+
+def render_report(inputs: ReportInputs | Mapping[str, Any]) -> str:
+    """The report as one HTML string (a bare ``results.json`` mapping renders too)."""
+    x = inputs if isinstance(inputs, ReportInputs) else ReportInputs(summary=inputs)
+    r = scrub_paths(dict(x.summary))
+    cards = [card_view(c) for c in x.cards]
+    ids = {c["id"] for c in cards}
+    sections = _sections(r, x, ids)
+    page = (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            title=f"refusalscope — {r['model']['name']}",
+            subtitle=_subtitle(r),
+            summary={"run": what_was_run(r), "findings": findings(r), "headlines": headlines(r)},
+            sections=sections,
+            card_ids=ids,
+            cards=cards,
+            cards_skipped=(r.get("explain") or {}).get("skipped", "not in this output"),
+            corpus_text=_corpus_text(r.get("explain") or {}),
+            token_maps=token_maps(x.examples),
+            generations=generation_groups(x.generations),
+            per_group=GENERATIONS_PER_GROUP,
+            provenance=_provenance(r),
+            plotly_js=Markup(_plotly_js()) if any(s.figures for s in sections) else "",
+        )
+    )
+    return page
+
+
+def _sections(r: Mapping[str, Any], x: ReportInputs, ids: set[str]) -> list[Section]:
+    return [
+        direction_section(r),
+        method_jailbreak_section(r),
+        sweep_section(r),
+        capability_section(r),
+        induction_section(r),
+        categories_section(r.get("categories")),
+        jailbreak_section(r.get("jailbreak_analysis")),
+        probes_section(r.get("probes")),
+        faithfulness_section(r.get("faithfulness"), x.faithfulness, ids),
+        circuit_section(r.get("circuit"), x.circuit_graph, ids),
+    ]
+
+
+def _subtitle(r: Mapping[str, Any]) -> str:
+    v = r.get("versions") or {}
+    git = (v.get("git_hash") or "")[:10]
+    refusal = r.get("refusal_token", {}).get("text")
+    parts = [
+        f"{r['model']['n_layers']} layers, width {r['model']['d_model']}",
+        f"refusal token {json.dumps(refusal, ensure_ascii=False)}" if refusal is not None else "",
+        f"refusalscope {v.get('refusalscope', '?')}" + (f" ({git})" if git else ""),
+    ]
+    return " · ".join(p for p in parts if p)
+
+
+def _corpus_text(e: Mapping[str, Any]) -> str:
+    c = e.get("corpus") or {}
+    if not c:
+        return "the run's corpus"
+    parts = [f"{c.get('prompts', 0)} prompts", f"{c.get('responses', 0)} base-model responses"]
+    if c.get("text"):
+        parts.append(f"{c['text']} plain-text passages")
+    return ", ".join(parts) + f" ({c.get('tokens', 0)} tokens)"
+
+
+def _provenance(r: Mapping[str, Any]) -> dict[str, Any]:
+    v = r.get("versions") or {}
+    stages = r.get("stages") or {}
+    return {
+        "version": v.get("refusalscope", "?"),
+        "versions": Table(["package", "version"], [[k, val] for k, val in v.items()]),
+        "stages": Table(
+            ["stage", "seconds", "loaded from cache"],
+            [[k, s.get("seconds"), s.get("cached")] for k, s in stages.items()],
+        ),
+        "config": json.dumps(r.get("config") or {}, indent=2, ensure_ascii=False),
+    }
