@@ -125,6 +125,8 @@ def run(
         "steering": r["steering"],
         "jailbreak_complied": {m: v["complied"] for m, v in r["jailbreak"].items()},
         "analyses": _analyses_headline(r),
+        "feature_cards": (r.get("explain") or {}).get("n_cards"),
+        "report": str(out / "report.html"),
         "stages_seconds": {k: v["seconds"] for k, v in r["stages"].items()},
     }
     json.dump(summary, sys.stdout, indent=2)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
 
 from refusalscope.analysis.config import AnalysisConfig
+from refusalscope.cli import app
 from refusalscope.evaluation.config import EvalConfig
 from refusalscope.evaluation.faithfulness import FaithfulnessConfig
 from refusalscope.pipeline.config import STAGES, ModelConfig, RunConfig, SAESourceConfig
 from refusalscope.pipeline.context import load_context
 from refusalscope.pipeline.outputs import load_run, write_outputs
 from refusalscope.pipeline.run import run as run_pipeline
+from refusalscope.report.browser import check_page, find_chromium
 from refusalscope.runtime import cache
 from refusalscope.runtime.errors import RefusalScopeError
 from refusalscope.runtime.files import load_tensors
@@ -206,6 +211,40 @@ def test_faithfulness_and_circuit_write_their_sections(first_run):
     assert torch.equal(back.faithfulness.tensors["exact_effect"], t["exact_effect"])
 
 
+def test_cards_and_the_report_rebuild_from_the_output_folder_alone(
+    first_run, tmp_path, monkeypatch
+):
+    """Every selected feature has a card; `refusalscope report` on a copy of the folder,
+    with an empty cache, writes the same page; every feature link lands on a card; no
+    path of this machine is on the page; the browser check passes where Chromium is."""
+    res, out = first_run
+    r = res.summary
+    cards = json.loads((out / "cards.json").read_text())["cards"]
+    assert r["explain"]["n_cards"] == len(cards) > 0
+    ids = {c["id"] for c in cards}
+    for layer, latent, _ in r["features"]["global"]:
+        assert f"f-L{layer}-{latent}" in ids
+    top = cards[0]
+    assert top["picked_by"][0] == "F* #1" and top["contexts"] and top["logit_lens"]["top"]
+    assert top["laig"]["n"] == len(res.prompts.splits["harmful_test"])
+    assert top["labels"] and top["clamp_effect"]["n"] > 0
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    monkeypatch.setenv("REFUSALSCOPE_CACHE", str(tmp_path / "empty-cache"))
+    result = CliRunner().invoke(app, ["report", str(copy), "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.html").read_text()
+    assert page == (out / "report.html").read_text()
+    assert set(re.findall(r'href="#(f-L\d+-\d+)"', page)) <= ids
+    for c in cards:
+        assert f'id="{c["id"]}"' in page
+    for path in (str(out), str(tmp_path), str(cache.cache_root()), str(Path.home())):
+        assert path not in page
+    if find_chromium() is not None:
+        check = check_page(tmp_path / "r.html")
+        assert check.ok, check.errors
+
+
 def test_the_top_edge_has_the_right_sign(first_run):
     """On the organism the strongest measured edge between F* latents is predicted with
     its sign by the gradient (SAE-free, errors kept)."""
@@ -282,6 +321,7 @@ def test_load_run_reads_back_every_artifact(first_run):
     assert back.jailbreak.rows == res.jailbreak.rows
     assert back.capability == res.capability and back.induction == res.induction
     assert back.generations == res.generations
+    assert back.cards.cards == res.cards.cards and back.cards.examples == res.cards.examples
 
 
 def test_load_run_refuses_other_folders(tmp_path):

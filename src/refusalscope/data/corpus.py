@@ -10,16 +10,23 @@ from ..runtime.errors import RefusalScopeError
 log = logging.getLogger(__name__)
 
 
-def stream_texts(name: str, config: str | None, split: str, text_field: str, n: int) -> list[str]:
-    """The first ``n`` non-empty ``text_field`` values of a dataset, streamed (nothing
-    but those rows is downloaded). ``name`` is a hub id or a local dataset folder/file
-    as ``datasets.load_dataset`` takes it."""
+def check_datasets_installed() -> None:
+    """Raise before any loading when a corpus dataset is asked for without `datasets`."""
     try:
-        import datasets
+        import datasets  # noqa: F401
     except ImportError as e:
         raise RefusalScopeError(
             "explain.corpus_dataset needs the `datasets` package: pip install datasets"
         ) from e
+
+
+def stream_texts(name: str, config: str | None, split: str, text_field: str, n: int) -> list[str]:
+    """The first ``n`` non-empty ``text_field`` values of a dataset, streamed (nothing
+    but those rows is downloaded). ``name`` is a hub id or a local dataset folder/file
+    as ``datasets.load_dataset`` takes it."""
+    check_datasets_installed()
+    import datasets
+
     try:
         ds = datasets.load_dataset(name, config, split=split, streaming=True)
         rows = itertools.islice((r for r in ds if _text(r, text_field, name).strip()), n)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from ..analysis.config import AnalysisConfig
 from ..analysis.explain import ExplainConfig
 from ..analysis.explainer import check_explainer
+from ..data.corpus import check_datasets_installed
 from ..data.pairs import load_pair_file
 from ..data.prompts import load_text_passages
 from ..evaluation.config import EvalConfig
@@ -128,6 +129,8 @@ def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
     if cfg.model.path is not None and no_saes(cfg):
         raise RefusalScopeError("no SAEs configured: set saes.folders or saes.release + saes.ids")
     check_explainer(cfg.explain.explainer)
+    if cfg.explain.enabled and cfg.explain.corpus_dataset is not None:
+        check_datasets_installed()
     _check_pool(cfg)
 
 

@@ -7,6 +7,7 @@ Each function takes a ``results.json`` section and returns a figure (``div`` ren
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,9 +30,11 @@ def div(fig: go.Figure, height: int = 340) -> str:
         font={"size": 13},
         legend={"orientation": "h", "y": -0.2},
     )
+    digest = hashlib.sha256(fig.to_json().encode()).hexdigest()[:12]
     return fig.to_html(
         full_html=False,
         include_plotlyjs=False,
+        div_id=f"fig-{digest}",  # from the content: the same run renders the same page
         config={"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d"]},
     )
 
