@@ -73,3 +73,9 @@ def test_a_bad_set_value_is_one_clear_error(tmp_path):
     assert "evaluation.k_star must be an integer, got the string 'zero'" in res.output
     res = CliRunner().invoke(app, ["run", *out, "--set", "evaluation.colour=red"])
     assert res.exit_code == 2 and "unknown key(s) colour in run config.evaluation" in res.output
+
+
+def test_report_of_a_folder_that_is_not_a_run_is_one_clear_error(tmp_path):
+    res = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "is not a refusalscope run output" in res.output and "Traceback" not in res.output

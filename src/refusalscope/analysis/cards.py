@@ -62,9 +62,12 @@ def selected_features(
     cats = summary.get("categories") or {}
     for pair in cats.get("common", []):
         add(pair, "harm categories: common to all")
+    specific: dict[Pair, list[str]] = {}
     for cat, pairs in (cats.get("specific") or {}).items():
         for pair in pairs:
-            add(pair, f"harm categories: specific to {cat}")
+            specific.setdefault((int(pair[0]), int(pair[1])), []).append(cat)
+    for pair, names in specific.items():
+        add(pair, f"harm categories: specific to {', '.join(names)}")
     for pair in (summary.get("probes") or {}).get("features", []):
         add(pair, "OOD probe input")
     for node in circuit_nodes:

@@ -51,7 +51,10 @@ def direction_sweep(d: Mapping[str, Any]) -> go.Figure:
             x=[int(l) for l in layers], y=[d["sweep"][l][key] for l in layers], name=name,
             mode="lines+markers",
         )  # fmt: skip
-    fig.add_vline(x=d["layer"], line_dash="dot", annotation_text=f"l* = {d['layer']}")
+    fig.add_vline(
+        x=d["layer"], line_dash="dot", annotation_text=f"l* = {d['layer']}",
+        annotation_position="bottom right",
+    )  # fmt: skip
     fig.update_layout(title="Ablating each layer's r̂ everywhere (validation prompts)")
     fig.update_xaxes(title="layer the direction is taken from", dtick=1)
     fig.update_yaxes(title="rate", range=[-0.05, 1.05])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,6 @@ class ReportInputs:
     """``cards.json``'s token-level LA-IG examples."""
     faithfulness: Mapping[str, Tensor] | None = None
     circuit_graph: Mapping[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @cache

@@ -38,7 +38,8 @@ def what_was_run(r: Mapping[str, Any]) -> str:
         else "local SAEs"
     )
     return (
-        f"refusalscope ran the method of Yeo et al. (2025) on {m['name']} ({m['n_layers']} "
+        f"refusalscope ran the method of Yeo et al. (2025) on {'the ' if organism else ''}"
+        f"{m['name']} ({m['n_layers']} "
         f"layers, width {m['d_model']}) with {sae_text}: {p.get('harmful_train', '—')} harmful "
         f"and {p.get('harmless_train', '—')} harmless train prompts chose the refusal direction "
         f"and the features; everything below is measured on {p.get('harmful_test', '—')} held-out "
@@ -67,7 +68,8 @@ def findings(r: Mapping[str, Any]) -> list[str]:
             text += f"; the strongest baseline, {METHOD_LABELS[best]}, {_pct_ci(jb[best])}" + (
                 f" (exact McNemar p = {p['p_value']:.2g} against F*)" if p else ""
             )
-        out.append(text + f". Degenerate text under F*: {_pct(fstar['degenerate'])}.")
+        text += f". Degenerate text under F*: {_pct(fstar['degenerate'])}. "
+        out.append(text + _verdict(r))
     cap = r.get("capability", {})
     if "base" in cap and "fstar" in cap:
         out.append(
@@ -78,6 +80,34 @@ def findings(r: Mapping[str, Any]) -> list[str]:
         )
     out += _ground_truth_findings(r)
     return out
+
+
+def _verdict(r: Mapping[str, Any]) -> str:
+    """What the jailbreak numbers mean: F* against each method by the paired exact test
+    (a difference is claimed only at p < 0.05)."""
+    paired = r.get("jailbreak_vs_fstar", {})
+    better, worse, same = [], [], []
+    for m, p in paired.items():
+        if m == "base":
+            continue
+        name = METHOD_LABELS.get(m, m)
+        if p["p_value"] >= 0.05:
+            same.append(name)
+        elif p["reference_only"] > p["other_only"]:
+            better.append(name)
+        else:
+            worse.append(name)
+    parts = []
+    if better:
+        parts.append(f"F* jailbreaks more prompts than {', '.join(better)}")
+    if worse:
+        parts.append(f"fewer than {', '.join(worse)}")
+    if same:
+        parts.append(f"is not measurably different from {', '.join(same)}")
+    if not parts:
+        return ""
+    n = r["jailbreak"]["fstar"]["n"]
+    return f"On these {n} prompts (exact McNemar test, p < 0.05): " + "; ".join(parts) + "."
 
 
 def _ground_truth_findings(r: Mapping[str, Any]) -> list[str]:
@@ -110,7 +140,7 @@ def _ground_truth_findings(r: Mapping[str, Any]) -> list[str]:
         out.append(
             "Jailbreak prompts that work suppress the refusal features "
             f"{_compare(d['refusal_drop_ci95'], 'more', 'less')} than those that fail "
-            f"(difference in relative drop {d['refusal_drop']} "
+            f"(difference in relative drop {d['refusal_drop']:.2f} "
             f"{interval(d['refusal_drop_ci95'])})."
         )
     return out

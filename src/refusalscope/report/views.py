@@ -4,6 +4,7 @@ generations: colours, bar heights and groupings computed here, text left to the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,8 +33,6 @@ def shown_token(text: str) -> str:
 def bars(hist: Mapping[str, Sequence[float]], height: int = 40) -> list[dict[str, Any]]:
     """Bar heights (pixels, log-scaled counts) and labels of a card's histogram."""
     counts, edges = hist.get("counts") or [], hist.get("edges") or []
-    import math
-
     top = max((math.log1p(c) for c in counts), default=0.0) or 1.0
     return [
         {
