@@ -45,6 +45,12 @@ def what_was_run(r: Mapping[str, Any]) -> str:
         f"and the features; everything below is measured on {p.get('harmful_test', '—')} held-out "
         f"harmful and {p.get('harmless_test', '—')} harmless test prompts, clamping K* = "
         f"{st['k_star']} features per prompt to c = {st['c']} × their value."
+        + (
+            " This is one build of the organism: a claim about the method rests on several "
+            "seeds (refusalscope replicate)."
+            if organism
+            else ""
+        )
     )
 
 
@@ -99,15 +105,19 @@ def _verdict(r: Mapping[str, Any]) -> str:
             worse.append(name)
     parts = []
     if better:
-        parts.append(f"F* jailbreaks more prompts than {', '.join(better)}")
+        parts.append(f"jailbreaks more prompts than {_join(better)}")
     if worse:
-        parts.append(f"fewer than {', '.join(worse)}")
+        parts.append(f"jailbreaks fewer prompts than {_join(worse)}")
     if same:
-        parts.append(f"is not measurably different from {', '.join(same)}")
+        parts.append(f"is not measurably different from {_join(same)}")
     if not parts:
         return ""
     n = r["jailbreak"]["fstar"]["n"]
-    return f"On these {n} prompts (exact McNemar test, p < 0.05): " + "; ".join(parts) + "."
+    return f"On these {n} prompts F* " + "; it ".join(parts) + " (exact McNemar test, p < 0.05)."
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def _ground_truth_findings(r: Mapping[str, Any]) -> list[str]:
