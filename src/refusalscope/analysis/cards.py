@@ -26,6 +26,7 @@ from ..stages.attribution import (
     position_scores,
 )
 from ..stages.features import FeatureSets
+from .corpus import histogram
 
 log = logging.getLogger(__name__)
 
@@ -121,16 +122,11 @@ def laig_stats(attr: AttributionResult, features: FeatureList, bins: int) -> lis
             continue
         s = attr.score[:, j].float()
         q = torch.quantile(s, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
-        lo, hi = float(s.min()), float(s.max())
-        counts = torch.histc(s, bins=bins, min=lo, max=hi if hi > lo else lo + 1e-6)
         out.append(
             {
                 "mean": round(float(s.mean()), 5),
                 "quantiles": [round(float(v), 5) for v in q],
-                "histogram": {
-                    "edges": [round(float(e), 5) for e in torch.linspace(lo, hi, bins + 1)],
-                    "counts": [int(c) for c in counts],
-                },
+                "histogram": histogram(s, bins, low=float(s.min())),
                 "n": len(s),
             }
         )

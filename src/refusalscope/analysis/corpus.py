@@ -229,15 +229,15 @@ def _window(
     }
 
 
-def histogram(values: Tensor, bins: int) -> dict[str, Any]:
-    """Counts of ``values`` in ``bins`` equal bins from 0 to their max."""
+def histogram(values: Tensor, bins: int, low: float = 0.0) -> dict[str, Any]:
+    """Counts of ``values`` in ``bins`` equal bins from ``low`` to their max."""
     if values.numel() == 0:
         return {"edges": [], "counts": []}
     top = float(values.max())
-    counts = torch.histc(values.float(), bins=bins, min=0.0, max=top)
-    edges = torch.linspace(0.0, top, bins + 1)
+    counts = torch.histc(values.float(), bins=bins, min=low, max=top if top > low else low + 1e-6)
+    edges = torch.linspace(low, top, bins + 1)
     return {
-        "edges": [round(float(e), 4) for e in edges],
+        "edges": [round(float(e), 5) for e in edges],
         "counts": [int(c) for c in counts],
     }
 

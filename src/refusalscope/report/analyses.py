@@ -62,14 +62,9 @@ def categories_section(c: Mapping[str, Any] | None) -> Section:
                 sel_rows,
                 caption="Selectivity: activation on its own category's prompts / on the others'.",
             ),
-            _captioned(nested(c["overlap"], "category"), "Per-category F* overlap (Jaccard)"),
+            nested(c["overlap"], "category", "Per-category F* overlap (Jaccard)"),
         ],
     )
-
-
-def _captioned(t: Table, caption: str) -> Table:
-    t.caption = caption
-    return t
 
 
 def jailbreak_section(j: Mapping[str, Any] | None) -> Section:

@@ -93,7 +93,7 @@ def sweep_heatmap(sweep: Mapping[str, Mapping[str, Any]], best: Sequence[Any]) -
     fig = go.Figure(
         go.Heatmap(
             z=z, x=[f"K*={k}" for k in ks], y=[f"c={c}" for c in cs], colorscale="Viridis",
-            zmin=0, zmax=1, text=[[_pct(v) for v in row] for row in z], texttemplate="%{text}",
+            zmin=0, zmax=1, text=[[_text(v) for v in row] for row in z], texttemplate="%{text}",
             colorbar={"title": "complied"},
         )
     )  # fmt: skip
@@ -162,7 +162,7 @@ def transfer_heatmap(c: Mapping[str, Any]) -> go.Figure:
     fig = go.Figure(
         go.Heatmap(
             z=z, x=cols, y=rows, colorscale="Viridis", zmin=0, zmax=1,
-            text=[[_pct(v) for v in row] for row in z], texttemplate="%{text}",
+            text=[[_text(v) for v in row] for row in z], texttemplate="%{text}",
             colorbar={"title": "complied"},
             hovertemplate="clamp %{y}'s specific set<br>on %{x}: %{z:.2f}<extra></extra>",
         )
@@ -203,5 +203,5 @@ def probe_bars(p: Mapping[str, Any]) -> go.Figure:
     return fig
 
 
-def _pct(v: float | None) -> str:
+def _text(v: float | None) -> str:
     return "" if v is None else f"{v:.2f}"

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from . import figures as fg
 from .figures_features import circuit_graph, faithfulness_scatter
-from .tables import Section, Table, features, interval, mean_ci, skipped
+from .tables import Section, Table, features, interval, mean_interval, skipped
 
 METHOD_NAMES = {
     "fstar": "F* (LA-IG, pre-filtered pool)",
@@ -29,14 +29,14 @@ def faithfulness_section(
         return skip
     assert f is not None
     rows = [
-        [METHOD_NAMES.get(m, m), mean_ci(f["spearman"][m]),
-         mean_ci(f.get("spearman_pool", {}).get(m)), mean_ci(f["precision_at_k"][m]),
+        [METHOD_NAMES.get(m, m), mean_interval(f["spearman"][m]),
+         mean_interval(f.get("spearman_pool", {}).get(m)), mean_interval(f["precision_at_k"][m]),
          f["joint_effect"][m], interval(f["joint_effect_ci95"][m])]
         for m in f["spearman"]
     ]  # fmt: skip
     variants = [
-        [name + (" (run's)" if v["default"] else ""), mean_ci(v["spearman"]),
-         mean_ci(v.get("minus_default")), v["seconds"]]
+        [name + (" (run's)" if v["default"] else ""), mean_interval(v["spearman"]),
+         mean_interval(v.get("minus_default")), v["seconds"]]
         for name, v in f["variants"].items()
     ]  # fmt: skip
     p, ref = f["prefilter_recall"], f["joint_effect"]

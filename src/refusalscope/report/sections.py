@@ -9,11 +9,7 @@ from typing import Any
 from markupsafe import Markup
 
 from . import figures as fg
-from .tables import METHOD_LABELS, Section, Table, features, interval, nested
-
-
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.0f} %"
+from .tables import METHOD_LABELS, Section, Table, features, interval, nested, pct
 
 
 def _m(method: str) -> str:
@@ -33,8 +29,8 @@ def direction_section(r: Mapping[str, Any]) -> Section:
             "and on harmless train prompts. Each layer's direction was ablated from every "
             "layer on the validation prompts; the chosen layer l* = "
             f"{d['layer']} jailbreaks the most harmful prompts while harmless ones still get "
-            f"answers. Without any intervention: {_pct(base.get('jailbreak'))} of the harmful "
-            f"prompts jailbroken, {_pct(base.get('harmless_ok'))} of the harmless answered.",
+            f"answers. Without any intervention: {pct(base.get('jailbreak'))} of the harmful "
+            f"prompts jailbroken, {pct(base.get('harmless_ok'))} of the harmless answered.",
         ],
         [Markup(fg.div(fg.direction_sweep(d)))],
         [

@@ -6,23 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .tables import METHOD_LABELS, interval
+from .tables import METHOD_LABELS, interval, pct, pct_interval
 
 BASELINES = ("cossim", "actdiff", "ap")
 
 
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{100 * v:.0f} %"
-
-
-def _pct_pair(ci: list[float] | None) -> str:
-    return f"[{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
-
-
 def _pct_ci(cell: Mapping[str, Any]) -> str:
-    ci = cell.get("complied_ci95")
-    ci_text = f" [{_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
-    return f"{_pct(cell['complied'])}{ci_text}"
+    return f"{pct(cell['complied'])} {pct_interval(cell.get('complied_ci95'))}".strip()
 
 
 def what_was_run(r: Mapping[str, Any]) -> str:
@@ -63,7 +53,7 @@ def findings(r: Mapping[str, Any]) -> list[str]:
         baselines = [m for m in BASELINES if m in jb]
         best = max(baselines, key=lambda m: jb[m]["complied"]) if baselines else None
         text = (
-            f"The base model complied with {_pct(base['complied'])} of the harmful test prompts. "
+            f"The base model complied with {pct(base['complied'])} of the harmful test prompts. "
             f"Clamping the features LA-IG picked for each prompt (F*) made it comply with "
             f"{_pct_ci(fstar)}"
         )
@@ -74,14 +64,14 @@ def findings(r: Mapping[str, Any]) -> list[str]:
             text += f"; the strongest baseline, {METHOD_LABELS[best]}, {_pct_ci(jb[best])}" + (
                 f" (exact McNemar p = {p['p_value']:.2g} against F*)" if p else ""
             )
-        text += f". Degenerate text under F*: {_pct(fstar['degenerate'])}. "
+        text += f". Degenerate text under F*: {pct(fstar['degenerate'])}. "
         out.append(text + _verdict(r))
     cap = r.get("capability", {})
     if "base" in cap and "fstar" in cap:
         out.append(
             f"Capability cost: cross-entropy on the base model's own harmless answers went from "
             f"{cap['base']['ce_responses']:.3f} to {cap['fstar']['ce_responses']:.3f} nats per "
-            f"token with F* clamped, and {_pct(cap['fstar']['harmless_complied'])} of harmless "
+            f"token with F* clamped, and {pct(cap['fstar']['harmless_complied'])} of harmless "
             "prompts were still answered."
         )
     out += _ground_truth_findings(r)
@@ -131,7 +121,7 @@ def _ground_truth_findings(r: Mapping[str, Any]) -> list[str]:
             f"of the candidate pool has Spearman {s['mean']:.2f} {interval(s['ci95'])} per "
             f"prompt (CosSim's {f['spearman_pool']['cossim']['mean']:.2f}, ActDiff's "
             f"{f['spearman_pool']['actdiff']['mean']:.2f}); the candidate pre-filter keeps "
-            f"{_pct(p['mean'])} {_pct_pair(p.get('ci95'))} of the exact top-{p['k']} over all "
+            f"{pct(p['mean'])} {pct_interval(p.get('ci95'))} of the exact top-{p['k']} over all "
             "latents."
         )
     c = r.get("categories") or {}

@@ -84,6 +84,16 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+def pct(v: float | None) -> str:
+    """A rate as a whole percentage (``91 %``; a dash when undefined)."""
+    return "—" if v is None else f"{100 * v:.0f} %"
+
+
+def pct_interval(ci: Sequence[float] | None) -> str:
+    """``[84 %, 95 %]`` (empty when there is no interval)."""
+    return f"[{pct(ci[0])}, {pct(ci[1])}]" if ci else ""
+
+
 def num_key(s: str) -> tuple:
     try:
         return (0, float(s))
@@ -96,17 +106,17 @@ def interval(ci: Sequence[float] | None) -> str:
     return "" if not ci else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def mean_ci(d: Mapping[str, Any] | None) -> str:
+def mean_interval(d: Mapping[str, Any] | None) -> str:
     """``0.91 [0.85, 0.97]`` from ``{"mean", "ci95"}`` (a dash when undefined)."""
     if not d or d.get("mean") is None:
         return "—"
     return f"{d['mean']:.2f} {interval(d.get('ci95'))}".strip()
 
 
-def nested(d: Mapping[str, Mapping[str, Any]], row_label: str) -> Table:
+def nested(d: Mapping[str, Mapping[str, Any]], row_label: str, caption: str | None = None) -> Table:
     cols = sorted({k for v in d.values() for k in v}, key=num_key)
     rows = [[name, *(v.get(c, "") for c in cols)] for name, v in d.items()]
-    return Table([row_label, *cols], rows)
+    return Table([row_label, *cols], rows, caption=caption)
 
 
 def skipped(id: str, title: str, section: Mapping[str, Any] | None) -> Section | None:
