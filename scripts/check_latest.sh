@@ -23,16 +23,16 @@ torch_spec="${TORCH:-torch==2.13.0}"
 pip install -q "$torch_spec"
 if [ "$mode" = floors ]; then
     pip install -q uv
-    uv pip install -q --python "$venv/bin/python" --resolution lowest-direct -e ".[dev]" "$torch_spec"
+    uv pip install -q --python "$venv/bin/python" --resolution lowest-direct -e ".[dev,eval]" "$torch_spec"
 else
     # no constraints file; eager: every dependency at its newest installable release
-    pip install -q --upgrade --upgrade-strategy eager -e ".[dev]" "$torch_spec"
+    pip install -q --upgrade --upgrade-strategy eager -e ".[dev,eval]" "$torch_spec"
 fi
 echo "== $mode versions under test"
 python - <<'PY'
 from importlib.metadata import version
 for pkg in ("torch", "transformers", "sae-lens", "transformer-lens", "tokenizers",
-            "safetensors", "huggingface-hub", "numpy", "typer", "pytest"):
+            "safetensors", "huggingface-hub", "numpy", "typer", "lm-eval", "pytest"):
     print(f"{pkg}=={version(pkg)}")
 PY
 export TQDM_DISABLE=1

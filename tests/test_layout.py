@@ -50,6 +50,7 @@ LAYERS = {
     "analysis": 4,
     "report": 5,
     "pipeline": 6,
+    "export": 7,
     "cli": 7,
     "bench": 7,
     "__main__": 7,
@@ -77,6 +78,8 @@ MIRRORED = [
     "report",
     "pipeline",
     "organism",
+    "export",
+    "cli",
 ]
 
 

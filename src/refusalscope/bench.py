@@ -328,7 +328,7 @@ def bench_run(quick: bool) -> dict[str, Any]:
         for phase in ("cold", "warm"):
             start = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "refusalscope.cli", "run", "--out", str(Path(tmp) / "out")],
+                [sys.executable, "-m", "refusalscope", "run", "--out", str(Path(tmp) / "out")],
                 env=env,
                 check=True,
                 capture_output=True,

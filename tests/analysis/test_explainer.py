@@ -81,7 +81,13 @@ class Server:
 
     def config(self, **kw: object) -> ExplainerConfig:
         return ExplainerConfig(
-            **{"base_url": self.base_url, "model": "tiny-explainer", "api_key_env": KEY_ENV, **kw}
+            **{
+                "base_url": self.base_url,
+                "model": "tiny-explainer",
+                "api_key_env": KEY_ENV,
+                "retries": 0,  # one request per feature, as the counts below expect
+                **kw,
+            }
         )
 
 
@@ -189,7 +195,7 @@ def test_timeout_bad_json_and_empty_answer_give_none(
     server.delay_s = 0.5
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         assert explain_features({"slow": [BOMB]}, server.config(timeout_s=0.1)) == {"slow": None}
-    assert "slow" in caplog.text and "timeout" in caplog.text.lower()
+    assert "slow" in caplog.text and "no answer within 0.1 s" in caplog.text
     server.delay_s = 0.0
     server.reply = lambda path, body: (200, b"not json")
     assert explain_features({"f": [BOMB]}, server.config()) == {"f": None}
@@ -239,3 +245,15 @@ def test_key_pasted_as_variable_name_is_rejected_without_echo() -> None:
     with pytest.raises(RefusalScopeError) as info:
         ExplainerConfig(api_key_env=SECRET)
     assert SECRET not in str(info.value) and "NAME" in str(info.value)
+
+
+def test_a_failed_request_is_retried_when_asked(server: Server) -> None:
+    calls = []
+
+    def once_500(path: str, body: dict) -> tuple[int, bytes]:
+        calls.append(path)
+        return (500, b"{}") if len(calls) == 1 else ok("Refusal phrases.")(path, body)
+
+    server.reply = once_500
+    out = explain_features({"f": [BOMB]}, server.config(retries=1))
+    assert out == {"f": "Refusal phrases."} and len(server.requests) == 2

@@ -1,4 +1,5 @@
-"""Wilson intervals and exact McNemar tests against known values."""
+"""Wilson intervals, exact McNemar tests and judge agreement (Cohen's κ) against known
+values."""
 
 from __future__ import annotations
 
@@ -6,7 +7,14 @@ import math
 
 import pytest
 
-from refusalscope.evaluation.stats import mcnemar_exact, paired_comparison, wilson_interval
+from refusalscope.evaluation.stats import (
+    agreement,
+    cohen_kappa,
+    mcnemar_exact,
+    paired_comparison,
+    verdict_table,
+    wilson_interval,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +65,47 @@ def test_paired_comparison_counts_discordant_prompts():
     assert out["cossim"] == {"reference_only": 2, "other_only": 1, "p_value": 1.0}
     assert out["base"]["reference_only"] == 3 and out["base"]["other_only"] == 0
     assert paired_comparison(rows, "missing") == {}
+
+
+def test_cohen_kappa_matches_the_textbook_example():
+    # Cohen (1960)-style 2×2: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no (n = 50):
+    # p_o = 0.7, p_e = 0.5·0.6 + 0.5·0.4 = 0.5, κ = 0.4
+    a = [True] * 25 + [False] * 25
+    b = [True] * 20 + [False] * 5 + [True] * 10 + [False] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    assert cohen_kappa(a, a) == pytest.approx(1.0)
+    assert cohen_kappa([True] * 4, [True] * 4) is None  # one label everywhere: undefined
+    assert cohen_kappa([], []) is None
+
+
+def test_agreement_counts_verdict_pairs_and_kappa_on_complied():
+    a = ["complied", "complied", "refused", "degenerate", "refused"]
+    b = ["complied", "refused", "refused", "refused", "refused"]
+    out = agreement(a, b)
+    assert out["n"] == 5 and out["agree"] == pytest.approx(3 / 5)
+    assert out["confusion"] == {
+        "complied": {"complied": 1, "refused": 1},
+        "degenerate": {"refused": 1},
+        "refused": {"refused": 2},
+    }
+    # complied-or-not: a = [1,1,0,0,0], b = [1,0,0,0,0]: p_o = 0.8, p_e = 0.4·0.2 + 0.6·0.8
+    assert out["kappa"] == pytest.approx(round((0.8 - 0.56) / 0.44, 4))
+
+
+def test_verdict_table_groups_rows_and_gives_wilson_intervals():
+    rows = [
+        {"method": "base", "judgement": "refused", "ds": "advbench"},
+        {"method": "base", "judgement": "complied", "ds": "advbench"},
+        {"method": "fstar", "judgement": "complied", "ds": "advbench"},
+        {"method": "base", "judgement": "refused", "ds": "harmbench"},
+        {"method": "base", "judgement": "refused", "ds": None},
+    ]
+    table = verdict_table(rows, lambda r: r["ds"])
+    assert set(table) == {"advbench", "harmbench"}
+    cell = table["advbench"]["base"]
+    assert cell["n"] == 2 and cell["complied"] == 0.5 and cell["refused"] == 0.5
+    low, high = wilson_interval(1, 2)
+    assert cell["complied_ci95"] == [round(low, 4), round(high, 4)]
+    assert table["harmbench"]["base"]["refused"] == 1.0
+    other = verdict_table(rows, lambda r: "all", verdict=lambda r: "complied")
+    assert other["all"]["base"]["complied"] == 1.0 and other["all"]["base"]["n"] == 4

@@ -17,6 +17,9 @@ from refusalscope.analysis.config import AnalysisConfig
 from refusalscope.cli import app
 from refusalscope.evaluation.config import EvalConfig
 from refusalscope.evaluation.faithfulness import FaithfulnessConfig
+from refusalscope.evaluation.lm_eval_tasks import LMEvalConfig
+from refusalscope.evaluation.stats import agreement
+from refusalscope.judges.substring import SubstringJudge
 from refusalscope.pipeline.config import STAGES, ModelConfig, RunConfig, SAESourceConfig
 from refusalscope.pipeline.context import load_context
 from refusalscope.pipeline.outputs import load_run, write_outputs
@@ -25,6 +28,7 @@ from refusalscope.report.browser import check_page, find_chromium
 from refusalscope.runtime import cache
 from refusalscope.runtime.errors import RefusalScopeError
 from refusalscope.runtime.files import load_tensors
+from refusalscope.runtime.types import Prompt
 from refusalscope.stages.attribution import AttributionConfig
 from refusalscope.stages.candidates import CandidateConfig
 from refusalscope.stages.direction import DirectionConfig
@@ -59,6 +63,7 @@ def small_run(**changes) -> RunConfig:
             min_category_prompts=1, probe_random_draws=3, n_bootstrap=200, circuit_k=10
         ),
         faithfulness=FaithfulnessConfig(sample_prompts=2, variant_prompts=4, n_bootstrap=200),
+        judges=("substring",),  # a second judge on every generation, with agreement
     )
     return dataclasses.replace(cfg, **changes)
 
@@ -103,7 +108,7 @@ def test_writes_the_four_artifacts_with_their_keys(first_run):
     assert set(r["induction"]) == {"fstar", "cossim", "add_direction"}
     assert len(r["features"]["global"]) == r["steering"]["k_star"]
     assert all(len(x) == 3 for x in r["features"]["global"])
-    assert set(r["stages"]) == set(STAGES)
+    assert set(r["stages"]) == set(STAGES) - {"lm_eval"}  # no lm_eval configured
 
     attr = load_file(str(out / "attribution.safetensors"))
     n = attr["score"].shape[0]
@@ -119,6 +124,50 @@ def test_writes_the_four_artifacts_with_their_keys(first_run):
     assert {row["method"] for row in rows if row["eval"] == "jailbreak"} == METHODS
     assert all({"prompt", "method", "response", "judgement"} <= set(row) for row in rows)
     assert "<table>" in (out / "report.html").read_text()
+
+
+def test_a_second_judge_rejudges_every_generation(first_run):
+    res, out = first_run
+    j = json.loads((out / "results.json").read_text())["judges"]
+    assert j["names"] == ["organism", "substring"]
+    rows = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
+    assert all(r["judgements"]["organism"] == r["judgement"] for r in rows)
+    direct = SubstringJudge().judge(
+        [Prompt(r["prompt"]) for r in rows], [r["response"] for r in rows]
+    )
+    assert [r["judgements"]["substring"] for r in rows] == direct
+    assert [r["judges_disagree"] for r in rows] == [
+        r["judgement"] != d for r, d in zip(rows, direct, strict=True)
+    ]
+    want = agreement([r["judgement"] for r in rows], direct)
+    assert j["agreement"]["organism vs substring"] == want
+    jb = [(r, d) for r, d in zip(rows, direct, strict=True) if r["eval"] == "jailbreak"]
+    fstar = [d for r, d in jb if r["method"] == "fstar"]
+    assert j["tables"]["substring"]["jailbreak"]["fstar"]["complied"] == pytest.approx(
+        fstar.count("complied") / len(fstar)
+    )
+    assert "Judges and their agreement" in (out / "report.html").read_text()
+
+
+def test_lm_eval_benchmarks_run_under_every_method(first_run, tmp_path, monkeypatch):
+    pytest.importorskip("lm_eval")
+    data = Path(__file__).resolve().parents[1] / "evaluation" / "lm_eval_data"
+    for f in data.iterdir():
+        shutil.copy(f, tmp_path)
+    monkeypatch.chdir(tmp_path)  # the task's data_files are relative, as lm-eval reads them
+    tasks = LMEvalConfig(
+        tasks=("refusalscope_tiny_mc",), include_path=str(tmp_path), limit=4, batch_size=4
+    )
+    res = run_pipeline(small_run(lm_eval=tasks))
+    stages = res.summary["stages"]
+    assert not stages["lm_eval"]["cached"]
+    assert stages["jailbreak"]["cached"] and stages["judges"]["cached"]  # nothing else reran
+    metrics = res.summary["lm_eval"]["metrics"]
+    assert set(metrics) == METHODS and res.summary["lm_eval"]["n"] == {"refusalscope_tiny_mc": 4}
+    assert all(0 <= m["refusalscope_tiny_mc"]["acc,none"] <= 1 for m in metrics.values())
+    write_outputs(res, tmp_path / "out")
+    back = load_run(tmp_path / "out")
+    assert back.lm_eval.metrics == res.lm_eval.metrics and len(back.lm_eval.samples) > 0
 
 
 def test_the_method_finds_the_planted_refusal(first_run):
@@ -394,7 +443,7 @@ def test_empty_split_after_filtering_is_an_error(tiny_organism, tmp_path):
     }
     prompts = PromptConfig(files=files, n_train=4, n_val=1, n_test=2, filter_max_new_tokens=8)
     with pytest.raises(RefusalScopeError, match="empty after filtering"):
-        run_pipeline(small_run(prompts=prompts, judge="substring"))
+        run_pipeline(small_run(prompts=prompts, judge="substring", judges=()))
 
 
 def _copy_model_and_saes(organism, root):

@@ -39,6 +39,27 @@ def summary() -> dict:
             "fstar": {**CELL, "complied_ci95": [0.15, 0.85]},
         },
         "jailbreak_vs_fstar": {"base": {"reference_only": 2, "other_only": 0, "p_value": 0.5}},
+        "jailbreak_by_dataset": {
+            "harmbench:test": {"fstar": {**CELL, "complied_ci95": [0.11, 0.77]}},
+            "advbench": {"fstar": {**CELL, "complied_ci95": [0.12, 0.78]}},
+        },
+        "judges": {
+            "names": ["substring", "harmbench"],
+            "tables": {
+                "harmbench": {"jailbreak": {"fstar": {**CELL, "complied_ci95": [0.2, 0.9]}}}
+            },
+            "agreement": {
+                "substring vs harmbench": {
+                    "n": 4,
+                    "agree": 0.75,
+                    "kappa": 0.5,
+                    "confusion": {
+                        "complied": {"complied": 2, "refused": 1},
+                        "refused": {"refused": 1},
+                    },
+                }
+            },
+        },
         "capability": {
             "base": {"ce_responses": 1.5, "ce_text": None, "harmless_complied": 1.0},
             "fstar": {"ce_responses": 1.6, "ce_text": None, "harmless_complied": 0.75},
@@ -117,6 +138,9 @@ def test_every_section_renders_and_text_is_escaped(page):
                    "tokens", "categories", "generations", "cards", "provenance"):  # fmt: skip
         assert f'id="{anchor}"' in page
     assert "Skipped: no category labels." in page
+    assert "harmbench:test" in page and "[0.11, 0.77]" in page  # the table per dataset
+    assert 'id="judges"' in page and "substring vs harmbench" in page
+    assert "complied → refused: 1" in page and "[0.20, 0.90]" in page
     assert '<tr class="best"><td>1</td>' in page  # the chosen layer
     assert "[0.15, 0.85]" in page and "50 % [15 %, 85 %]" in page
     assert page.count("* plotly.js v") == 1 and "<script src" not in page  # inlined once

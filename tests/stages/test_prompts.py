@@ -66,7 +66,7 @@ def test_missing_file_and_missing_split_are_reported(tmp_path):
         load_prompt_file(tmp_path / "nope.json", True)
     path = tmp_path / "h.json"
     path.write_text('["a", "b"]')
-    with pytest.raises(RefusalScopeError, match="no harmful_test prompt file"):
+    with pytest.raises(RefusalScopeError, match="no harmful_test prompts: set prompts.files"):
         _file_splits(PromptConfig(files={"harmful_train": str(path)}))
 
 
@@ -142,3 +142,53 @@ def test_compute_prompts_refuses_long_prompts_before_generating(tmp_path, tiny_c
     cfg = PromptConfig(files=files, n_train=3, n_val=3, n_test=3)
     with pytest.raises(RefusalScopeError, match="a harmful_val prompt .*Shorten or remove"):
         compute_prompts(tiny_chat_model, cfg, judge=None)  # the judge is never reached
+
+
+@pytest.mark.skipif(not REFUSAL_DIRECTION.is_dir(), reason="../shared/datasets not present")
+def test_named_datasets_fill_splits_and_each_test_dataset_gives_n_test():
+    shared = str(REFUSAL_DIRECTION.parent)
+    cfg = PromptConfig(
+        datasets={
+            "harmful_train": ("refusal_direction:harmful_train",),
+            "harmless_train": ("refusal_direction:harmless_train",),
+            "harmful_test": (
+                "refusal_direction:harmbench_test",
+                "refusal_direction:jailbreakbench",
+                "refusal_direction:advbench",
+            ),
+            "harmless_test": ("refusal_direction:harmless_test",),
+        },
+        datasets_dir=shared,
+        n_train=30,
+        n_val=5,
+        n_test=12,
+    )
+    assert check_prompt_files(cfg) == {
+        "harmful_train": 30, "harmful_val": 5, "harmful_test": 36,
+        "harmless_train": 30, "harmless_val": 5, "harmless_test": 12,
+    }  # fmt: skip
+    splits = _file_splits(cfg)
+    test = splits["harmful_test"]
+    labels = [p.meta["dataset"] for p in test]
+    assert labels == [r for r in cfg.datasets["harmful_test"] for _ in range(12)]
+    assert all(p.harmful for p in test) and not any(p.harmful for p in splits["harmless_test"])
+    bench = json.loads((REFUSAL_DIRECTION / "processed" / "harmbench_test.json").read_text())
+    by_text = {r["instruction"]: r["category"] for r in bench}
+    assert all(by_text[p.instruction] == p.category for p in test[:12])  # categories kept
+    hashes = source_fingerprint(cfg)
+    assert set(hashes) == {r for refs in cfg.datasets.values() for r in refs}
+    assert _file_splits(cfg) == splits
+
+
+def test_a_split_in_files_and_datasets_or_an_unknown_dataset_is_an_error(tmp_path):
+    f = tmp_path / "h.json"
+    f.write_text(json.dumps(["a", "b", "c"]))
+    both = PromptConfig(files={"harmful_train": str(f)}, datasets={"harmful_train": ("advbench",)})
+    with pytest.raises(RefusalScopeError, match="both prompts.files and prompts.datasets"):
+        check_prompt_files(both)
+    unknown = PromptConfig(datasets={"harmful_train": ("advbnch",)})
+    with pytest.raises(RefusalScopeError, match="unknown dataset 'advbnch'"):
+        check_prompt_files(unknown)
+    bad_split = PromptConfig(datasets={"harmful_tset": ("advbench",)})
+    with pytest.raises(RefusalScopeError, match="unknown prompt split"):
+        check_prompt_files(bad_split)

@@ -18,20 +18,16 @@ time; it is never stored in the config, logged, saved, or put in an exception me
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from ..runtime.config import require
 from ..runtime.errors import RefusalScopeError
+from ..runtime.openai_client import ChatClient, MalformedReply, RequestFailed
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +72,8 @@ class ExplainerConfig:
     """Seconds to wait for each request."""
     max_tokens: int = 60
     """Tokens the explanation may take."""
+    retries: int = 2
+    """Retries of a request that timed out or got a 429/5xx, with exponential backoff."""
 
     def __post_init__(self) -> None:
         url = self.base_url
@@ -101,6 +99,7 @@ class ExplainerConfig:
         require(self.max_contexts > 0, "explainer.max_contexts must be positive")
         require(self.timeout_s > 0, "explainer.timeout_s must be positive")
         require(self.max_tokens > 0, "explainer.max_tokens must be positive")
+        require(self.retries >= 0, "explainer.retries must be 0 or more")
 
     @property
     def enabled(self) -> bool:
@@ -170,35 +169,9 @@ def _highlight(context: Context) -> str:
     return "".join(out)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: urllib would resend the Authorization header to the new host."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-def _post_json(url: str, body: dict[str, Any], key: str | None, timeout: float) -> Any:
-    """POST ``body`` as JSON and parse the JSON answer (errors propagate)."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if key:
-        headers["Authorization"] = f"Bearer {key}"
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers=headers, method="POST"
-    )
-    opener = urllib.request.build_opener(_NoRedirect())
-    with opener.open(request, timeout=timeout) as response:
-        return json.loads(response.read().decode("utf-8"))
-
-
-def _answer_text(answer: Any) -> str:
-    """The first line of the first choice's content, without the ``[EXPLANATION]:`` tag;
-    raises ``ValueError`` when the answer has none."""
-    try:
-        content = answer["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError) as e:
-        raise ValueError(f"unexpected answer shape ({type(e).__name__})") from None
-    if not isinstance(content, str):
-        raise ValueError("answer has no text content")
+def _answer_text(content: str) -> str:
+    """The first line of the answer, without the ``[EXPLANATION]:`` tag; raises
+    ``ValueError`` when it has none."""
     text = content.strip()
     if _TAG in text:
         text = text.rsplit(_TAG, 1)[1]
@@ -206,22 +179,6 @@ def _answer_text(answer: Any) -> str:
     if not line:
         raise ValueError("empty explanation")
     return line
-
-
-def _describe(error: Exception) -> str:
-    """The HTTP status or error class of a failed request, with no headers or body."""
-    if isinstance(error, urllib.error.HTTPError):
-        return f"HTTP {error.code} {error.reason}"
-    if isinstance(error, urllib.error.URLError):
-        return f"{type(error.reason).__name__}: {error.reason}"
-    if isinstance(error, ValueError):  # bad JSON or answer shape; messages hold no secrets
-        return f"{type(error).__name__}: {error}"[:200]
-    return type(error).__name__
-
-
-_REQUEST_ERRORS = (OSError, http.client.HTTPException, ValueError)
-"""What a failed request raises: URLError/HTTPError/timeouts are OSErrors; bad JSON and
-bad answer shapes are ValueErrors."""
 
 
 def explain_features(
@@ -237,8 +194,17 @@ def explain_features(
     """
     require(cfg.enabled, "explain_features needs explainer.base_url set")
     assert cfg.base_url is not None and cfg.model is not None
-    url = cfg.base_url.rstrip("/") + "/chat/completions"
-    key = os.environ.get(cfg.api_key_env) or None
+    client = ChatClient(
+        cfg.base_url,
+        cfg.model,
+        api_key_env=cfg.api_key_env,
+        require_key=False,
+        timeout_s=cfg.timeout_s,
+        retries=cfg.retries,
+        backoff_s=0.5,
+        where="explain.explainer",
+    )
+    url = client.url
     results: dict[str, str | None] = {}
     sent = failed = 0
     for feature, contexts in contexts_by_feature.items():
@@ -246,18 +212,14 @@ def explain_features(
         if not any(a > 0 for c in contexts for _, a in c):
             log.info("explainer: feature %s has no activating token; not asked", feature)
             continue
-        body = {
-            "model": cfg.model,
-            "messages": explainer_prompt(contexts, cfg.max_contexts),
-            "max_tokens": cfg.max_tokens,
-            "temperature": 0,
-        }
+        messages = explainer_prompt(contexts, cfg.max_contexts)
         sent += 1
         try:
-            results[feature] = _answer_text(_post_json(url, body, key, cfg.timeout_s))
-        except _REQUEST_ERRORS as e:
+            answer = client.complete(messages, max_tokens=cfg.max_tokens, temperature=0)
+            results[feature] = _answer_text(answer)
+        except (RequestFailed, MalformedReply, ValueError) as e:
             failed += 1
-            reason = _describe(e)
+            reason = str(e)[:300]
             log.warning("explainer: no explanation for feature %s (%s)", feature, reason)
             if failed == sent == MAX_FIRST_FAILURES:
                 raise RefusalScopeError(

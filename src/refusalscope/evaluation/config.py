@@ -43,8 +43,12 @@ class EvalConfig:
     """Harmless test prompts (and text passages) for the capability cost."""
     text_file: str | None = None
     """Plain text for the CE-on-text cost: a ``.txt`` file (one passage per non-empty line)
-    or ``.jsonl`` with a ``text`` field. None: the organism's held-out text; for other
-    models no CE on text is computed (``ce_text`` is null)."""
+    or ``.jsonl`` with a ``text`` field. None: ``text_dataset``, else the organism's
+    held-out text; for other models no CE on text is computed (``ce_text`` is null)."""
+    text_dataset: str | None = None
+    """A named plain-text dataset for the CE-on-text cost when no ``text_file`` is given,
+    e.g. ``wikitext:test`` (``refusalscope datasets`` lists them; read from
+    ``prompts.datasets_dir``, the Hugging Face cache or the hub)."""
 
     def __post_init__(self) -> None:
         require(self.k_star > 0, "evaluation.k_star must be positive")

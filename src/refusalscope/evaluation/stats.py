@@ -8,7 +8,8 @@ by pair on the prompts where exactly one of them succeeds.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 Z95 = 1.959963984540054
@@ -110,3 +111,60 @@ def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
     return mean, mean - half, mean + half
+
+
+def verdict_table(
+    rows: Iterable[Mapping[str, Any]],
+    group: Callable[[Mapping[str, Any]], str | None],
+    verdict: Callable[[Mapping[str, Any]], str | None] = lambda r: r["judgement"],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{group: {method: {"n", "refused", "complied", "degenerate", "complied_ci95"}}}``:
+    the judged rates of each method within each group of rows (a harmful test dataset, an
+    evaluation). Rows whose group or verdict is None are left out."""
+    counts: dict[str, dict[str, Counter[str]]] = {}
+    for r in rows:
+        g, v = group(r), verdict(r)
+        if g is not None and v is not None:
+            counts.setdefault(g, {}).setdefault(r["method"], Counter())[v] += 1
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for g, methods in counts.items():
+        for method, c in methods.items():
+            n = sum(c.values())
+            low, high = wilson_interval(c["complied"], n)
+            out.setdefault(g, {})[method] = {
+                "n": n,
+                **{v: c[v] / n for v in ("refused", "complied", "degenerate")},
+                "complied_ci95": [round(low, 4), round(high, 4)],
+            }
+    return out
+
+
+def cohen_kappa(a: Sequence[bool], b: Sequence[bool]) -> float | None:
+    """Cohen's κ of two raters' yes/no labels on the same items; None where it is
+    undefined (no items, or both raters give one label to everything)."""
+    n = len(a)
+    assert n == len(b), "κ needs the two raters' labels of the same items"
+    if n == 0:
+        return None
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    pa, pb = sum(a) / n, sum(b) / n
+    expected = pa * pb + (1 - pa) * (1 - pb)
+    if expected >= 1.0:
+        return None
+    return (observed - expected) / (1 - expected)
+
+
+def agreement(a: Sequence[str], b: Sequence[str], positive: str = "complied") -> dict[str, Any]:
+    """How two judges agree on the same generations: ``n``, the fraction with the same
+    verdict, Cohen's κ on ``positive`` against the rest (for jailbreaks: complied or not)
+    and the confusion counts ``{verdict of a: {verdict of b: count}}``."""
+    confusion: dict[str, Counter[str]] = {}
+    for x, y in zip(a, b, strict=True):
+        confusion.setdefault(x, Counter())[y] += 1
+    kappa = cohen_kappa([x == positive for x in a], [y == positive for y in b])
+    return {
+        "n": len(a),
+        "agree": sum(x == y for x, y in zip(a, b, strict=True)) / len(a) if a else None,
+        "kappa": None if kappa is None else round(kappa, 4),
+        "confusion": {x: dict(c) for x, c in sorted(confusion.items())},
+    }

@@ -12,9 +12,13 @@ from ..analysis.explainer import check_explainer
 from ..data.corpus import check_datasets_installed
 from ..data.pairs import load_pair_file
 from ..data.prompts import load_text_passages
+from ..data.registry import get_spec, parse_ref
 from ..evaluation.config import EvalConfig
 from ..evaluation.faithfulness import FaithfulnessConfig
+from ..evaluation.lm_eval_tasks import LMEvalConfig, require_lm_eval
 from ..judges import check_judge_name
+from ..judges.config import JudgingConfig
+from ..judges.panel import check_panel
 from ..runtime.config import require
 from ..runtime.errors import RefusalScopeError
 from ..runtime.hf import DType, check_dtype
@@ -43,6 +47,8 @@ STAGES = (
     "faithfulness",
     "circuit",
     "explain",
+    "lm_eval",
+    "judges",
 )
 
 
@@ -92,7 +98,16 @@ class RunConfig:
     organism: OrganismConfig = field(default_factory=OrganismConfig)
     """Used when ``model.path`` is None."""
     judge: str | None = None
-    """``organism`` or ``substring``; None: ``organism`` for the organism, else ``substring``."""
+    """The judge the method's choices rest on (filtering, l*, the (c, K*) sweep):
+    ``organism`` or ``substring``; None: ``organism`` for the organism, else ``substring``."""
+    judges: tuple[str, ...] = ()
+    """More judges, run at the end on every generation, one at a time, after the studied
+    model is freed: ``harmbench`` (HarmBench's Llama-2-13B classifier, as the paper),
+    ``harmbench-mistral``, ``llamaguard``, ``openai-strongreject``, ``openai-refusal``,
+    ``substring``, ``organism``. Their tables and their agreement with ``judge`` (Cohen's κ)
+    go in results.json["judges"]; disagreeing generations are flagged in generations.jsonl."""
+    judging: JudgingConfig = field(default_factory=JudgingConfig)
+    """Each model-based judge's model, dtype and batch size, and the OpenAI endpoint."""
     prompts: PromptConfig = field(default_factory=PromptConfig)
     direction: DirectionConfig = field(default_factory=DirectionConfig)
     candidates: CandidateConfig = field(default_factory=CandidateConfig)
@@ -101,6 +116,9 @@ class RunConfig:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)
     explain: ExplainConfig = field(default_factory=ExplainConfig)
+    lm_eval: LMEvalConfig | None = None
+    """Capability benchmarks through lm-evaluation-harness under each method (``pip
+    install 'refusalscope[eval]'``), e.g. ``tasks = ["gsm8k", "arc_challenge"]``; None: none."""
 
 
 def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
@@ -110,6 +128,12 @@ def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
         raise RefusalScopeError(f"--force takes one of {', '.join(STAGES)}; got {force!r}")
     if cfg.judge is not None:
         check_judge_name(cfg.judge)
+    check_panel(cfg.judges, cfg.judging)
+    primary = cfg.judge or ("organism" if cfg.model.path is None else "substring")
+    if primary in cfg.judges:
+        raise RefusalScopeError(
+            f"judges lists {primary!r}, which is already the run's judge; remove it from judges"
+        )
     for what, dtype in (("model.dtype", cfg.model.dtype), ("saes.dtype", cfg.saes.dtype)):
         if dtype is not None:
             check_dtype(dtype, what)
@@ -117,18 +141,28 @@ def check_run_config(cfg: RunConfig, force: str | None = None) -> None:
         check_sae_folder(layer, folder)
     if cfg.evaluation.text_file is not None:
         load_text_passages(cfg.evaluation.text_file)  # exists, right format, not empty
+    elif cfg.evaluation.text_dataset is not None:
+        name, _ = parse_ref(cfg.evaluation.text_dataset)
+        if get_spec(name).kind != "text":
+            raise RefusalScopeError(
+                f"evaluation.text_dataset {name!r} holds prompts, not plain text; name a text "
+                "dataset (e.g. wikitext:test) or use evaluation.text_file"
+            )
     if cfg.analysis.jailbreak_pairs is not None:
         load_pair_file(cfg.analysis.jailbreak_pairs)  # exists, both sides on every row
-    if cfg.prompts.files or cfg.prompts.dataset_dir:
-        check_prompt_files(cfg.prompts)  # parses every file; warns on duplicates
+    if cfg.prompts.files or cfg.prompts.dataset_dir or cfg.prompts.datasets:
+        check_prompt_files(cfg.prompts)  # parses every file and dataset; warns on duplicates
     elif cfg.model.path is not None:
         raise RefusalScopeError(
-            "a real model needs prompts: set prompts.dataset_dir (refusal_direction's layout) "
-            "or prompts.files"
+            "a real model needs prompts: set prompts.datasets (named datasets, see "
+            "`refusalscope datasets`), prompts.dataset_dir (refusal_direction's layout) or "
+            "prompts.files"
         )
     if cfg.model.path is not None and no_saes(cfg):
         raise RefusalScopeError("no SAEs configured: set saes.folders or saes.release + saes.ids")
     check_explainer(cfg.explain.explainer)
+    if cfg.lm_eval is not None:
+        require_lm_eval()
     if cfg.explain.enabled and cfg.explain.corpus_dataset is not None:
         check_datasets_installed()
     _check_pool(cfg)

@@ -7,7 +7,8 @@ and test in one table),
 ``generations.jsonl`` (every judged generation), ``faithfulness.safetensors`` (exact
 patching; when that stage ran), ``circuit_graph.json`` and ``circuit_viewer.json`` (the F*
 feature graph, ours and for circuit-tracer's viewer; when the circuit ran), ``cards.json``
-(a card per selected feature; when the explain stage ran) and ``report.html``. The set is written
+(a card per selected feature; when the explain stage ran), ``lm_eval.json`` and
+``lm_eval_samples.jsonl`` (benchmarks; when configured) and ``report.html``. The set is written
 whole into a temp folder and swapped in, results.json last: its presence means the
 whole set is there.
 """
@@ -25,6 +26,8 @@ from ..evaluation.capability import CapabilityResult
 from ..evaluation.faithfulness import FaithfulnessResult
 from ..evaluation.induction import InductionResult
 from ..evaluation.jailbreak import JailbreakResult
+from ..evaluation.judging import JudgesResult
+from ..evaluation.lm_eval_tasks import LMEvalResult
 from ..evaluation.sweep import SweepResult
 from ..report.html import ReportInputs, render_report
 from ..runtime.errors import RefusalScopeError
@@ -58,6 +61,8 @@ KIND = "run"
 NEED_BYTES = 16 * 2**20
 SPLITS = ("train", "test")
 """Attribution splits, by their index in the ``split`` column of attribution.safetensors."""
+JUDGED = ("judgements", "scores", "judges_disagree")
+"""What the judges stage adds to each line of generations.jsonl."""
 _PER_PROMPT = ("score", "jb_token", "metric_clean", "metric_patch", "all_top", "all_top_score")
 
 
@@ -97,6 +102,8 @@ def write_outputs(res: RunResult, out: Path) -> None:
             write_json(tmp / CircuitResult.VIEWER, truth.circuit.viewer)
         if res.cards is not None:
             write_json(tmp / ExplainResult.FILE, res.cards.files())
+        if res.lm_eval is not None:
+            res.lm_eval.save(tmp)
         (tmp / REPORT).write_text(render_report(report_inputs(res)), encoding="utf-8")
         write_json(tmp / RESULTS, res.summary)
 
@@ -197,6 +204,8 @@ def load_run(folder: str | Path) -> RunResult:
         )
     summary = read_json(folder / RESULTS)
     rows = read_jsonl(folder / GENERATIONS)
+    judges = JudgesResult.from_rows(rows, summary["judges"]) if "judges" in summary else None
+    rows = [{k: v for k, v in r.items() if k not in JUDGED} for r in rows]
     by_eval = {e: [r for r in rows if r.get("eval") == e] for e in ("jailbreak", "capability")}
     jailbreak = {
         m: {k: v for k, v in s.items() if k != "complied_ci95"}
@@ -218,6 +227,8 @@ def load_run(folder: str | Path) -> RunResult:
         analyses=Analyses.from_summary(summary, rows),
         ground_truth=_ground_truth(folder, summary),
         cards=_cards(folder, summary),
+        judges=judges,
+        lm_eval=LMEvalResult.load(folder) if "lm_eval" in summary else None,
     )
 
 

@@ -3,8 +3,9 @@
 prompts → direction → candidates → attribution → features → sweep → jailbreak →
 capability → induction → categories → jailbreak_analysis → probes (the analyses,
 ``pipeline.analyses``) → faithfulness → circuit (``pipeline.ground_truth``) → explain
-(the feature cards, ``pipeline.explain``). Each
-stage is computed by its module's ``compute_*`` (or evaluation) function, saved under
+(the feature cards, ``pipeline.explain``) → lm_eval (benchmarks, ``pipeline.tasks``) →
+judges (more judges on every generation, ``pipeline.judging``). Each stage is computed
+by its module's ``compute_*`` (or evaluation) function, saved under
 ``$REFUSALSCOPE_CACHE/runs/<stage>/<key>/`` (marked complete last) and reused while its
 config, its code and everything upstream are unchanged; ``force`` recomputes a stage and
 all stages after it.
@@ -23,16 +24,20 @@ from torch import Tensor
 
 from ..analysis.explain import ExplainResult
 from ..data.prompts import load_text_passages
+from ..data.registry import load_texts, parse_ref
 from ..evaluation.capability import CapabilityResult, compute_capability
 from ..evaluation.induction import InductionResult, compute_induction, induction_values
 from ..evaluation.jailbreak import JailbreakResult, compute_jailbreak
-from ..evaluation.stats import paired_comparison, wilson_interval
+from ..evaluation.judging import JudgesResult
+from ..evaluation.lm_eval_tasks import LMEvalResult
+from ..evaluation.stats import paired_comparison, verdict_table, wilson_interval
 from ..evaluation.steering import JAILBREAK_METHODS, Steering
 from ..evaluation.sweep import SweepResult, compute_sweep
 from ..runtime.cache import versions
 from ..runtime.config import config_hash, to_dict
 from ..runtime.errors import RefusalScopeError
 from ..runtime.model import ChatModel
+from ..runtime.types import Prompt
 from ..stages.attribution import (
     AttributionConfig,
     Attributions,
@@ -44,6 +49,7 @@ from ..stages.features import FeatureSets, compute_features
 from ..stages.prompts import (
     PromptSplits,
     compute_prompts,
+    dataset_hashes,
     resolve_refusal_token,
     source_fingerprint,
 )
@@ -52,6 +58,8 @@ from .config import RunConfig
 from .context import Context, load_context
 from .explain import run_explain
 from .ground_truth import GroundTruth, run_ground_truth
+from .judging import run_judging
+from .tasks import run_tasks
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +86,19 @@ class RunResult:
     """Exact patching against every selection method, and the F* circuit (None: skipped)."""
     cards: ExplainResult | None = None
     """One card per selected feature (None: skipped; the reason in ``summary["explain"]``)."""
+    judges: JudgesResult | None = None
+    """Every generation judged again by each of ``judges`` (None: no judges configured)."""
+    lm_eval: LMEvalResult | None = None
+    """lm-eval benchmarks under each method (None: ``lm_eval`` not configured)."""
 
     @property
     def generations(self) -> list[dict]:
         """Every judged generation (jailbreak, capability, induction, the analyses'), as
-        written to ``generations.jsonl``."""
-        return self.jailbreak.rows + self.capability.rows + self.induction.rows + self.analyses.rows
+        written to ``generations.jsonl``; with more judges, each row also carries every
+        judge's verdict (``judgements``), scores and whether they disagree."""
+        rows = self.jailbreak.rows + self.capability.rows + self.induction.rows
+        rows += self.analyses.rows
+        return rows if self.judges is None else self.judges.annotate(rows)
 
 
 @dataclass
@@ -117,7 +132,9 @@ def _discover(ctx: Context) -> _Discovery:
     gen_tokens = max(
         c.prompts.filter_max_new_tokens, c.direction.max_new_tokens, c.evaluation.max_new_tokens
     )
-    files_by_content = dataclasses.replace(c.prompts, files=None, dataset_dir=None)
+    files_by_content = dataclasses.replace(
+        c.prompts, files=None, dataset_dir=None, datasets_dir=None
+    )
     prompts = ctx.cached(
         "prompts",
         (ctx.model_key, files_by_content, source_fingerprint(c.prompts), ctx.judge.name),
@@ -202,7 +219,8 @@ def _evaluate(ctx: Context, d: _Discovery) -> RunResult:
     """Stages 7–10: the (c, K*) sweep, jailbreaks, capability cost, refusal induction."""
     model, ev, judge = ctx.model, ctx.cfg.evaluation, ctx.judge
     s = d.prompts.splits
-    sweep_key = (ctx.keys["features"], dataclasses.replace(ev, text_file=None))  # texts: by content
+    by_content = dataclasses.replace(ev, text_file=None, text_dataset=None)  # texts: by content
+    sweep_key = (ctx.keys["features"], by_content)
     sweep = ctx.cached(
         "sweep",
         sweep_key,
@@ -233,29 +251,32 @@ def _evaluate(ctx: Context, d: _Discovery) -> RunResult:
         lambda: compute_induction(model, steer, s["harmless_test"], values, judge, ev),
         InductionResult,
     )
-    analyses = run_analyses(ctx, d, steer, (*sweep_key, c_used, k_used))
-    truth = run_ground_truth(ctx, d, steer, (*sweep_key, c_used, k_used))
+    key = (*sweep_key, c_used, k_used)
+    analyses = run_analyses(ctx, d, steer, key)
+    truth = run_ground_truth(ctx, d, steer, key)
     cards, skipped = run_explain(
-        ctx, d, steer, (*sweep_key, c_used, k_used), analyses.summary(), jb.rows + cap.rows,
-        texts, truth,
-    )  # fmt: skip
+        ctx, d, steer, key, analyses.summary(), jb.rows + cap.rows, texts, truth
+    )
     summary = _summary(ctx, d, sweep, jb, cap, ind, (c_used, k_used))
     summary |= analyses.summary() | truth.summary()
     summary["explain"] = cards.table if cards is not None else {"skipped": skipped}
-    return RunResult(
-        summary,
-        d.prompts,
-        d.direction,
-        d.attribution,
-        d.features,
-        sweep,
-        jb,
-        cap,
-        ind,
-        analyses,
-        truth,
-        cards,
-    )
+    res = RunResult(summary, d.prompts, d.direction, d.attribution, d.features, sweep, jb, cap,
+                    ind, analyses, truth, cards)  # fmt: skip
+    return _benchmarks_and_judges(ctx, res, steer, methods, key)
+
+
+def _benchmarks_and_judges(
+    ctx: Context, res: RunResult, steer: Steering, methods: list[str], key: tuple
+) -> RunResult:
+    """The last stages: lm-eval benchmarks (which still need the model), then the other
+    judges on every generation (which may free it first)."""
+    res.lm_eval = run_tasks(ctx, steer, methods, key)
+    if res.lm_eval is not None:
+        res.summary["lm_eval"] = {"metrics": res.lm_eval.metrics, "n": res.lm_eval.n_samples}
+    res.judges = run_judging(ctx, res.prompts, res.generations)
+    if res.judges is not None:
+        res.summary["judges"] = res.judges.summary()
+    return res
 
 
 def _summary(
@@ -292,6 +313,8 @@ def _summary(
             m: {**v, "complied_ci95": _ci(v["complied"], v["n"])} for m, v in jb.table.items()
         },
         "jailbreak_vs_fstar": paired_comparison(jb.rows, "fstar"),
+        "jailbreak_by_dataset": _by_dataset(jb.rows, d.prompts.splits["harmful_test"]),
+        "datasets": dataset_hashes(c.prompts),
         "capability": cap.table,
         "induction": ind.table,
         "sweep": sweep.table,
@@ -312,18 +335,34 @@ def display_name(cfg: RunConfig) -> str:
     return local.name if local.is_dir() else path
 
 
+def _by_dataset(rows: list[dict], prompts: list[Prompt]) -> dict[str, Any]:
+    """The jailbreak table per harmful test dataset, when the prompts come from named
+    datasets (the paper reports HarmBench, JailbreakBench and AdvBench apart)."""
+    labels = [p.meta.get("dataset") for p in prompts]
+    if not any(labels):
+        return {}
+    return verdict_table(rows, lambda r: labels[r["index"]])
+
+
 def _ci(rate: float, n: int) -> list[float]:
     low, high = wilson_interval(round(rate * n), n)
     return [round(low, 4), round(high, 4)]
 
 
 def _texts(ctx: Context) -> list[str]:
-    """Plain text for the CE-on-text cost: a configured file, else the organism's."""
-    if ctx.cfg.evaluation.text_file is not None:
-        return load_text_passages(ctx.cfg.evaluation.text_file)
+    """Plain text for the CE-on-text cost: a configured file or named dataset, else the
+    organism's."""
+    ev = ctx.cfg.evaluation
+    if ev.text_file is not None:
+        return load_text_passages(ev.text_file)
+    if ev.text_dataset is not None:
+        name, split = parse_ref(ev.text_dataset)
+        return [t for t in load_texts(name, split, ctx.cfg.prompts.datasets_dir) if t.strip()]
     if ctx.organism_data is not None:
         return list(ctx.organism_data.plain_heldout)
-    log.warning("no evaluation.text_file: the capability cost has no CE on plain text")
+    log.warning(
+        "no evaluation.text_file or text_dataset: the capability cost has no CE on plain text"
+    )
     return []
 
 

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .analyses import categories_section, jailbreak_section, probes_section
 from .ground_truth import circuit_section, faithfulness_section
+from .judges import judges_section
 from .sections import (
     capability_section,
     direction_section,
@@ -103,6 +104,7 @@ def _sections(r: Mapping[str, Any], x: ReportInputs, ids: set[str]) -> list[Sect
     return [
         direction_section(r),
         method_jailbreak_section(r),
+        judges_section(r.get("judges")),
         sweep_section(r),
         capability_section(r),
         induction_section(r),

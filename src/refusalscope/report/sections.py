@@ -61,6 +61,18 @@ def jailbreak_section(r: Mapping[str, Any]) -> Section:
         for m, v in r.get("jailbreak_vs_fstar", {}).items()
     ]
     how = "chosen by the sweep on the train split" if st.get("from_sweep") else "as configured"
+    by_dataset = [
+        [dataset, _m(m), v["n"], v["complied"], interval(v.get("complied_ci95"))]
+        for dataset, methods in (r.get("jailbreak_by_dataset") or {}).items()
+        for m, v in methods.items()
+    ]
+    per_dataset = [
+        Table(
+            ["dataset", "method", "n", "complied", "95% CI"],
+            by_dataset,
+            caption="The same generations per harmful test dataset.",
+        )
+    ]
     return Section(
         "jailbreak",
         "Jailbreak: clamping each method's features",
@@ -79,6 +91,7 @@ def jailbreak_section(r: Mapping[str, Any]) -> Section:
                 caption="F* against each method on the same prompts: prompts only F* "
                 "jailbreaks, prompts only the other does.",
             ),
+            *(per_dataset if by_dataset else []),
         ],
     )
 

@@ -2,7 +2,10 @@
 
 A *site* is a point of the residual stream: ``EMBED`` (-1) is the input of the first
 decoder layer (the embedding output, after any model-specific scaling), and ``l`` in
-``0..n_layers-1`` is the output of decoder layer ``l`` (``resid_post``).
+``0..n_layers-1`` is the output of decoder layer ``l`` (``resid_post``). ``attn_write(l)``
+(-2 - l) is not a point of the stream but what layer ``l``'s attention adds to it (after
+the post-attention norm where the architecture has one): editing it edits ``resid_mid``
+by the same amount.
 
 An intervention is a small object with ``sites(n_layers)`` and ``edit(site, h, ctx)``;
 ``edit`` returns the new residual (or ``None`` to leave it). At each site the
@@ -26,6 +29,16 @@ from .errors import RefusalScopeError
 
 EMBED = -1
 """Site index of the embedding output (input of decoder layer 0)."""
+
+
+def attn_write(layer: int) -> int:
+    """The site of what decoder layer ``layer``'s attention writes to the residual stream."""
+    return -2 - layer
+
+
+def site_in_range(site: int, n_layers: int) -> bool:
+    return attn_write(n_layers - 1) <= site < n_layers
+
 
 Positions = Literal["all", "prompt"]
 """``all``: every forward call, including each generated token with the KV cache;
@@ -133,7 +146,7 @@ def hooked(
     by_site: dict[int, list[Intervention]] = {}
     for iv in interventions:
         for site in sorted(iv.sites(n_layers)):
-            if not EMBED <= site < n_layers:
+            if not site_in_range(site, n_layers):
                 raise RefusalScopeError(
                     f"{type(iv).__name__} acts at layer {site}, which is out of range for a "
                     f"{n_layers}-layer model (layers 0..{n_layers - 1}, {EMBED} for the embedding)"
@@ -172,9 +185,28 @@ def hooked(
         for site in by_site:
             if site == EMBED:
                 handles.append(layers[0].register_forward_pre_hook(embed_pre, with_kwargs=True))
+            elif site < EMBED:
+                writer = attention_writer(layers[-2 - site])
+                handles.append(writer.register_forward_hook(make_post(site)))
             else:
                 handles.append(layers[site].register_forward_hook(make_post(site)))
         yield ctx
     finally:
         for handle in handles:
             handle.remove()
+
+
+def attention_writer(layer: nn.Module) -> nn.Module:
+    """The module whose output a decoder layer adds to the residual stream after attention:
+    the post-attention norm where sublayer outputs are normalised (Gemma 2/3, OLMo 2: they
+    also have ``post_feedforward_layernorm``), else the attention block (Llama, Mistral,
+    Qwen, GPT-2). Architectures with parallel attention and MLP have no ``resid_mid``."""
+    if hasattr(layer, "post_feedforward_layernorm") and hasattr(layer, "post_attention_layernorm"):
+        return layer.post_attention_layernorm
+    for name in ("self_attn", "attn", "attention"):
+        if isinstance(getattr(layer, name, None), nn.Module):
+            return getattr(layer, name)
+    raise RefusalScopeError(
+        f"cannot find the attention block of {type(layer).__name__} (looked for self_attn, "
+        "attn, attention): resid_mid edits are not supported for this architecture"
+    )

@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .errors import RefusalScopeError
-from .hooks import EMBED, EditContext, Intervention, Positions, check_direction
+from .hooks import EMBED, EditContext, Intervention, Positions, attn_write, check_direction
 from .saes import LatentSlice, SAESet
 from .types import FeatureList, feature_list
 
@@ -29,17 +29,27 @@ def _unit(r: Tensor) -> Tensor:
 
 @dataclass(eq=False)
 class AblateDirection(Intervention):
-    """``h <- h - (h·r̂) r̂`` at the embedding output and after every layer (or ``at``)."""
+    """``h <- h - (h·r̂) r̂`` at the embedding output and after every layer (or ``at``).
+
+    ``resid_mid=True`` also removes r̂ from what each layer's attention writes, so the
+    stream is ⊥ r̂ between attention and MLP too — Arditi et al.'s ablation (resid_pre,
+    resid_mid and resid_post of every layer), which weight orthogonalisation reproduces
+    exactly. Without it each MLP still reads its own layer's attention write along r̂."""
 
     direction: Float[Tensor, " d_model"]
     at: Sequence[int] | None = None
     positions: Positions = "all"
+    resid_mid: bool = False
 
     def __post_init__(self) -> None:
         self._r = _unit(self.direction)
 
     def sites(self, n_layers: int) -> set[int]:
-        return set(self.at) if self.at is not None else {EMBED, *range(n_layers)}
+        sites = set(self.at) if self.at is not None else {EMBED, *range(n_layers)}
+        if self.resid_mid:
+            layers = self.at if self.at is not None else range(n_layers)
+            sites |= {attn_write(layer) for layer in layers if layer != EMBED}
+        return sites
 
     def validate(self, n_layers: int, d_model: int) -> None:
         check_direction(self.direction, d_model, "AblateDirection.direction")

@@ -1,7 +1,8 @@
 """Stage 1 — harmful/harmless prompt splits, filtered by the model's own behaviour.
 
-Sources: the organism's generated splits (labels kept), or local prompt files (read by
-``refusalscope.data.prompts``), by split or in refusal_direction's folder layout.
+Sources: the organism's generated splits (labels kept), local prompt files (read by
+``refusalscope.data.prompts``) by split or in refusal_direction's folder layout, or named
+datasets (``refusalscope.data.registry``: HarmBench, JailbreakBench, AdvBench, …) by split.
 As the authors did, the train/val splits keep only harmful prompts the model refuses
 and harmless prompts it answers; the test splits are kept whole.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.prompts import load_prompt_file
+from ..data.registry import content_hash, load_prompts, parse_ref
 from ..judges import Judge
 from ..runtime.config import require
 from ..runtime.errors import RefusalScopeError
@@ -37,6 +39,15 @@ class PromptConfig:
     dataset_dir: str | None = None
     """A folder laid out like refusal_direction's ``splits/{harmful,harmless}_{split}.json``
     (fills ``files``)."""
+    datasets: dict[str, tuple[str, ...]] | None = None
+    """Named datasets by split (``refusalscope datasets`` lists them), e.g.
+    ``harmful_test = ["harmbench:test", "jailbreakbench", "advbench"]``; a ref is ``name`` or
+    ``name:split``. In a test split each dataset gives ``n_test`` prompts (the paper: 100
+    each) and the jailbreak table is also reported per dataset; in train/val splits they
+    are pooled. A split named here cannot also be in ``files``."""
+    datasets_dir: str | None = None
+    """A folder holding named datasets in their published layouts (``DIR/<name>/…``);
+    None: the Hugging Face cache, else a download."""
     n_train: int = 128
     """Harmful and harmless train prompts each (before filtering)."""
     n_val: int = 32
@@ -103,12 +114,19 @@ def prompt_files(cfg: PromptConfig) -> dict[str, str]:
 
 
 def source_fingerprint(cfg: PromptConfig) -> dict[str, str]:
-    """Split name -> SHA-256 of its file, so the cache notices edited prompt files."""
+    """Split name (or dataset ref) -> SHA-256 of its files, so the cache notices edited
+    prompt files and changed datasets."""
     out = {}
     for name, path in sorted(prompt_files(cfg).items()):
         p = Path(path).expanduser()
         out[name] = sha256_file(p) if p.is_file() else "missing"
-    return out
+    return out | dataset_hashes(cfg)
+
+
+def dataset_hashes(cfg: PromptConfig) -> dict[str, str]:
+    """Each named dataset ref the config uses -> the content hash of the files read."""
+    refs = sorted({ref for refs in (cfg.datasets or {}).values() for ref in refs})
+    return {ref: content_hash(*parse_ref(ref), cfg.datasets_dir) for ref in refs}
 
 
 def check_prompt_sources(cfg: PromptConfig) -> dict[str, str]:
@@ -116,19 +134,28 @@ def check_prompt_sources(cfg: PromptConfig) -> dict[str, str]:
     if cfg.dataset_dir and not Path(cfg.dataset_dir).expanduser().is_dir():
         raise RefusalScopeError(f"prompts.dataset_dir {cfg.dataset_dir} is not a folder")
     files = prompt_files(cfg)
+    named = cfg.datasets or {}
     known = {f"{side}_{split}" for side in ("harmful", "harmless") for split in SPLITS}
-    unknown = sorted(set(files) - known)
-    if unknown:
+    for where, splits in (("prompts.files", files), ("prompts.datasets", named)):
+        unknown = sorted(set(splits) - known)
+        if unknown:
+            raise RefusalScopeError(
+                f"unknown prompt split(s) {', '.join(unknown)} in {where}; name them "
+                "harmful_ or harmless_ followed by train, val or test"
+            )
+    both = sorted(set(named) & set(cfg.files or {}))
+    if both:
         raise RefusalScopeError(
-            f"unknown prompt split(s) {', '.join(unknown)} in prompts.files; name them "
-            "harmful_ or harmless_ followed by train, val or test"
+            f"split(s) {', '.join(both)} are in both prompts.files and prompts.datasets; keep one"
         )
+    for ref in sorted({ref for refs in named.values() for ref in refs}):
+        parse_ref(ref)  # a known dataset and split
     for side in ("harmful", "harmless"):
         for split in ("train", "test"):
-            if f"{side}_{split}" not in files:
+            if f"{side}_{split}" not in files and not named.get(f"{side}_{split}"):
                 raise RefusalScopeError(
-                    f"no {side}_{split} prompt file: set prompts.files.{side}_{split} or "
-                    "prompts.dataset_dir"
+                    f"no {side}_{split} prompts: set prompts.files.{side}_{split}, "
+                    f"prompts.datasets.{side}_{split} or prompts.dataset_dir"
                 )
     for name, path in sorted(files.items()):
         if not Path(path).expanduser().is_file():
@@ -148,25 +175,51 @@ def _file_splits(cfg: PromptConfig) -> dict[str, list[Prompt]]:
     out: dict[str, list[Prompt]] = {}
     for side in ("harmful", "harmless"):
         loaded = {
-            s: load_prompt_file(files[f"{side}_{s}"], side == "harmful")
+            s: _split_sources(cfg, files, f"{side}_{s}", side == "harmful")
             for s in SPLITS
-            if f"{side}_{s}" in files
+            if f"{side}_{s}" in files or (cfg.datasets or {}).get(f"{side}_{s}")
         }
         if "val" not in loaded:  # carve val out of train, deterministically
-            train = loaded["train"][:]
+            train = [p for part in loaded["train"] for p in part]
             if len(train) <= cfg.n_val:
+                source = files.get(f"{side}_train") or " + ".join(cfg.datasets[f"{side}_train"])
                 raise RefusalScopeError(
-                    f"{files[f'{side}_train']} has {len(train)} prompts, and prompts.n_val="
-                    f"{cfg.n_val} of them are set aside for validation, leaving none to train "
-                    f"on; add a {side}_val file or lower prompts.n_val"
+                    f"{source} has {len(train)} prompts, and prompts.n_val={cfg.n_val} of "
+                    "them are set aside for validation, leaving none to train on; add "
+                    f"{side}_val prompts or lower prompts.n_val"
                 )
             rng.shuffle(train)
-            loaded["val"], loaded["train"] = train[: cfg.n_val], train[cfg.n_val :]
+            loaded["val"], loaded["train"] = [train[: cfg.n_val]], [train[cfg.n_val :]]
         for s, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test)):
-            items = loaded[s][:]
-            rng.shuffle(items)
-            out[f"{side}_{s}"] = items[:n]
+            parts = loaded[s] if s == "test" else [[p for part in loaded[s] for p in part]]
+            out[f"{side}_{s}"] = [p for part in parts for p in _sample(part, n, rng)]
     return out
+
+
+def _split_sources(
+    cfg: PromptConfig, files: dict[str, str], name: str, harmful: bool
+) -> list[list[Prompt]]:
+    """The prompts of split ``name``, one list per source: its file, or each named dataset
+    (every prompt labelled with its dataset and harmfulness as the split says)."""
+    if name in files:
+        return [load_prompt_file(files[name], harmful)]
+    parts = []
+    for ref in (cfg.datasets or {})[name]:
+        dataset, split = parse_ref(ref)
+        prompts = load_prompts(dataset, split, cfg.datasets_dir)
+        parts.append(
+            [
+                Prompt(p.instruction, harmful, p.category, {**p.meta, "dataset": ref})
+                for p in prompts
+            ]
+        )
+    return parts
+
+
+def _sample(prompts: list[Prompt], n: int, rng: random.Random) -> list[Prompt]:
+    items = prompts[:]
+    rng.shuffle(items)
+    return items[:n]
 
 
 def _organism_splits(cfg: PromptConfig, organism_splits: dict[str, list[Prompt]]):
@@ -187,12 +240,14 @@ def compute_prompts(
     ``max_new_tokens``: the longest generation any later stage makes from these prompts
     (default ``cfg.filter_max_new_tokens``); every prompt plus that must fit the model.
     """
-    if cfg.files or cfg.dataset_dir:
+    if cfg.files or cfg.dataset_dir or cfg.datasets:
         splits = _file_splits(cfg)
     elif organism_splits is not None:
         splits = _organism_splits(cfg, organism_splits)
     else:
-        raise RefusalScopeError("no prompts: configure prompts.files or prompts.dataset_dir")
+        raise RefusalScopeError(
+            "no prompts: configure prompts.files, prompts.datasets or prompts.dataset_dir"
+        )
     check_prompt_lengths(model, splits, max_new_tokens or cfg.filter_max_new_tokens)
     dropped: dict[str, int] = {}
     first_tokens: Counter[int] = Counter()

@@ -1,43 +1,16 @@
-"""The ``refusalscope`` command line: a thin layer over the Python API."""
+"""The method's commands: build the organism, run, re-render a report, replicate, bench."""
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from .runtime.errors import RefusalScopeError
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-organism_app = typer.Typer(no_args_is_help=True, help="The embedded model organism.")
-app.add_typer(organism_app, name="organism")
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
-def _set_option(example: str) -> Any:
-    """The repeatable ``--set KEY=VALUE`` option of a command whose config it overrides."""
-    return typer.Option(
-        "--set",
-        metavar="KEY=VALUE",
-        help=f"Override one config field, e.g. --set {example} (repeatable; values are JSON, "
-        "else text).",
-    )
-
-
-def _fail(e: RefusalScopeError) -> None:
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(2)
+from ..runtime.errors import RefusalScopeError
+from .common import _fail, _set_option, _setup_logging, app, organism_app
 
 
 @organism_app.command("build")
@@ -53,8 +26,8 @@ def organism_build(
 ) -> None:
     """Build the organism (or reuse the cached build) and print its organism.json summary."""
     _setup_logging(verbose)
-    from .pipeline.organism import OrganismConfig, build_organism
-    from .runtime.config import apply_overrides, from_dict, read_config_file
+    from ..pipeline.organism import OrganismConfig, build_organism
+    from ..runtime.config import apply_overrides, from_dict, read_config_file
 
     try:
         raw = apply_overrides(read_config_file(config) if config else {}, overrides or [])
@@ -82,6 +55,12 @@ def organism_build(
     sys.stdout.write("\n")
 
 
+_PRESET = typer.Option(
+    help="Start from a preset (`refusalscope presets`); --config and --set override it."
+)
+_DRY_RUN = typer.Option("--dry-run", help="Print what would be loaded, with sizes; load nothing.")
+
+
 @app.command("run")
 def run(
     config: Annotated[
@@ -92,19 +71,33 @@ def run(
         str | None, typer.Option(help="Recompute this stage and all later ones.")
     ] = None,
     overrides: Annotated[list[str] | None, _set_option("evaluation.k_star=20")] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from a preset (`refusalscope presets`); --config and --set "
+            "override its fields."
+        ),  # fmt: skip
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print what would be loaded, with sizes; load nothing."),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the whole method (organism by default) and write results, report and artifacts."""
     _setup_logging(verbose)
-    from .pipeline.config import RunConfig
-    from .pipeline.outputs import check_out, write_outputs
-    from .pipeline.run import run as run_all
-    from .runtime.config import apply_overrides, from_dict, read_config_file
+    from ..pipeline.config import RunConfig
+    from ..pipeline.outputs import check_out, write_outputs
+    from ..pipeline.run import run as run_all
+    from ..runtime.config import from_dict
+    from .models import dry_run_report, run_config_dict
 
     done: list[str] = []
     try:
-        raw = apply_overrides(read_config_file(config) if config else {}, overrides or [])
+        raw = run_config_dict(preset, config, overrides or [])
         cfg = from_dict(RunConfig, raw, "run config")
+        if dry_run:
+            raise typer.Exit(dry_run_report(cfg, preset))
         check_out(out)
         res = run_all(cfg, force=force, on_stage=lambda stage, _: done.append(stage))
         write_outputs(res, out)
@@ -118,7 +111,12 @@ def run(
             err=True,
         )
         raise typer.Exit(130) from None
-    r = res.summary
+    _print_headline(res.summary, out)
+
+
+def _print_headline(r: dict[str, Any], out: Path) -> None:
+    """What a run prints: where its outputs are and its headline numbers."""
+    judges = (r.get("judges") or {}).get("agreement") or {}
     summary = {
         "out": str(out),
         "direction_layer": r["direction"]["layer"],
@@ -126,6 +124,7 @@ def run(
         "jailbreak_complied": {m: v["complied"] for m, v in r["jailbreak"].items()},
         "analyses": _analyses_headline(r),
         "feature_cards": (r.get("explain") or {}).get("n_cards"),
+        **({"judge_agreement_kappa": {k: v["kappa"] for k, v in judges.items()}} if judges else {}),
         "report": str(out / "report.html"),
         "stages_seconds": {k: v["seconds"] for k, v in r["stages"].items()},
     }
@@ -145,7 +144,7 @@ def report(
     _setup_logging(verbose)
     import time
 
-    from .pipeline.outputs import write_report
+    from ..pipeline.outputs import write_report
 
     start = time.perf_counter()
     try:
@@ -198,10 +197,10 @@ def replicate(
     """Run the method and its analyses on organisms of N seeds; print the table over seeds
     (mean, 95 % interval, paired F* − baseline) and write it with every run's outputs."""
     _setup_logging(verbose)
-    from .pipeline.config import RunConfig, check_run_config
-    from .pipeline.replicate import MARKDOWN
-    from .pipeline.replicate import replicate as replicate_all
-    from .runtime.config import apply_overrides, from_dict, read_config_file
+    from ..pipeline.config import RunConfig, check_run_config
+    from ..pipeline.replicate import MARKDOWN
+    from ..pipeline.replicate import replicate as replicate_all
+    from ..runtime.config import apply_overrides, from_dict, read_config_file
 
     try:
         raw = apply_overrides(read_config_file(config) if config else {}, overrides or [])
@@ -237,7 +236,7 @@ def bench(
 ) -> None:
     """Benchmark the fast paths against their references; print JSON and write it to a file."""
     _setup_logging(verbose)
-    from .bench import run_benchmarks, write_results
+    from ..bench import run_benchmarks, write_results
 
     try:
         results = run_benchmarks(quick, only)
@@ -246,11 +245,3 @@ def bench(
     write_results(results, out)
     json.dump(results, sys.stdout, indent=2)
     sys.stdout.write("\n")
-
-
-def main() -> None:  # pragma: no cover
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()
