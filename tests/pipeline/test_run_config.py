@@ -54,7 +54,7 @@ def _prompt_dir(tmp_path):
         (
             {"prompts": {"files": {"harmful_train": "/nowhere/a.json"}}},
             None,
-            "no harmful_test prompt file",
+            "no harmful_test prompts",
         ),
         (
             {"analysis": {"jailbreak_pairs": "/nowhere/wildjailbreak.tsv"}},

@@ -135,10 +135,14 @@ def _column(rows: Sequence[dict], values: list[str | None]) -> Callable[[dict], 
 
 
 def row_prompts(rows: Sequence[dict], known: Sequence[Prompt]) -> list[Prompt]:
-    """The prompt behind each generation: the run's own ``Prompt`` (its labels) where the
-    text is one of ``known``, else a bare prompt, harmful when its evaluation is."""
+    """The request behind each generation: for a wrapped jailbreak prompt, the plain
+    request it wraps (``plain``; HarmBench's classifier, like every harm judge, is asked
+    whether the response carries out the *behaviour*, not the wrapper); the run's own
+    ``Prompt`` (its labels) where the text is one of ``known``, else a bare prompt, harmful
+    when its evaluation is."""
     by_text = {p.instruction: p for p in known}
-    return [
-        by_text.get(r["prompt"]) or Prompt(r["prompt"], r.get("eval") in HARMFUL_EVALS)
-        for r in rows
-    ]
+    out = []
+    for r in rows:
+        text = r.get("plain") or r["prompt"]
+        out.append(by_text.get(text) or Prompt(text, r.get("eval") in HARMFUL_EVALS))
+    return out

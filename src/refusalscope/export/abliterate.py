@@ -3,10 +3,9 @@
 Every matrix that writes to the residual stream is projected onto ``r̂⊥``: the token
 embeddings (``E <- E - (E r̂) r̂ᵀ``) and each layer's attention and MLP output projections
 (``W <- W - r̂ r̂ᵀ W``, biases alike), so the residual stream is ``⊥ r̂`` everywhere. That is
-Arditi et al.'s directional ablation, which removes ``r̂`` before every layer *and* between
-its attention and MLP blocks: ``AblateDirection(r, resid_mid=True)``. (The pipeline's
-``AblateDirection`` default edits only the embedding and each layer's output, so there an
-MLP still reads its own layer's attention write along ``r̂``.)
+Arditi et al.'s directional ablation, ``AblateDirection(r, resid_mid=True)``: ``r̂`` removed
+before every layer and between its attention and MLP (the default edits only the embedding
+and each layer's output, so an MLP still reads its own attention write along ``r̂``).
 
 Post-sublayer norms (Gemma-2/3, OLMo-2) write ``y = D z / rms(z)`` (``D = diag(scale)``,
 ``1 + w`` on Gemma). There the projection is ``D⁻¹ P D W`` (``P = I - r̂ r̂ᵀ``): ``D z' = P D z``,

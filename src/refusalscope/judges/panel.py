@@ -17,6 +17,7 @@ from . import get_judge, judge_names
 from .base import Judge
 from .config import JudgingConfig
 from .harmbench import HarmBenchJudge, HarmBenchMistralJudge
+from .hf import bitsandbytes_available
 from .llamaguard import LlamaGuardJudge
 from .openai_judge import RefusalJudge, StrongRejectJudge, check_openai_judge
 
@@ -54,6 +55,12 @@ def check_panel(names: tuple[str, ...], cfg: JudgingConfig) -> None:
         )
     if any(n in _OPENAI for n in names):
         check_openai_judge(cfg.openai)
+    for name in filter(loads_model, names):
+        if getattr(cfg, name.replace("-", "_")).load_in_8bit and not bitsandbytes_available():
+            raise RefusalScopeError(
+                f"judging.{name.replace('-', '_')}.load_in_8bit needs the bitsandbytes "
+                "package, which is not installed; pip install bitsandbytes, or set it false"
+            )
 
 
 def make_judge(name: str, cfg: JudgingConfig) -> Judge:
