@@ -140,7 +140,8 @@ def test_every_section_renders_and_text_is_escaped(page):
     assert "Skipped: no category labels." in page
     assert "harmbench:test" in page and "[0.11, 0.77]" in page  # the table per dataset
     assert 'id="judges"' in page and "substring vs harmbench" in page
-    assert "complied → refused: 1" in page and "[0.20, 0.90]" in page
+    assert "50 % [20 %, 90 %]" in page  # harmbench's F* rate with its interval
+    assert "substring ↓ · harmbench →" in page
     assert '<tr class="best"><td>1</td>' in page  # the chosen layer
     assert "[0.15, 0.85]" in page and "50 % [15 %, 85 %]" in page
     assert page.count("* plotly.js v") == 1 and "<script src" not in page  # inlined once
