@@ -10,8 +10,17 @@ from ..data.registry import get_spec, parse_ref
 from ..data.sources import find_on_disk
 from ..judges.config import JudgingConfig
 from ..judges.panel import loads_model
+from ..runtime.errors import RefusalScopeError
 from .config import RunConfig, no_saes
-from .presets import PRESET_KEY, describe_preset, model_facts, preset_run_config, resolve_preset
+from .presets import (
+    DTYPE_BYTES,
+    PRESET_KEY,
+    describe_preset,
+    gb,
+    model_facts,
+    preset_run_config,
+    resolve_preset,
+)
 
 PLAIN_TEXT = "wikitext:test"
 """The plain text the presets measure CE on (real text, not the model's own answers)."""
@@ -22,7 +31,6 @@ JUDGE_PARAMETERS = {
     "cais/HarmBench-Mistral-7b-val-cls": 7_241_732_096,  # Mistral-7B-v0.1
     "meta-llama/Llama-Guard-3-8B": 8_030_261_248,  # Llama-3.1-8B
 }
-_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 def preset_config(name: str) -> dict[str, Any]:
@@ -72,13 +80,9 @@ def _model_lines(cfg: RunConfig) -> list[str]:
 def _size(model_id: str, dtype: str | None) -> str:
     try:
         n = model_facts(model_id)["parameters"]
-    except Exception:  # not a model we hold facts for: the size is shown by the load
+    except RefusalScopeError:  # not a model we hold facts for: the load shows its size
         return ""
-    return f", {n / 1e9:.2f} B parameters, {_gb(n * _BYTES.get(dtype or 'bfloat16', 2))}"
-
-
-def _gb(n_bytes: float) -> str:
-    return f"{n_bytes / 1e9:.2f} GB"
+    return f", {n / 1e9:.2f} B parameters, {gb(n * DTYPE_BYTES[dtype or 'bfloat16'])}"
 
 
 def _dataset_lines(cfg: RunConfig) -> list[str]:
@@ -112,7 +116,7 @@ def _judge_lines(cfg: RunConfig) -> list[str]:
         if loads_model(name):
             jc = getattr(j, name.replace("-", "_"))
             n = JUDGE_PARAMETERS.get(jc.model)
-            size = f", {_gb(n * _BYTES[jc.dtype])} in {jc.dtype}" if n else ""
+            size = f", {gb(n * DTYPE_BYTES[jc.dtype])} in {jc.dtype}" if n else ""
             out.append(f"judge on every generation: {name} ({jc.model}{size}; loaded after "
                        "the studied model is freed)")  # fmt: skip
         elif name.startswith("openai"):

@@ -359,7 +359,8 @@ def preset_run_config(
     return raw
 
 
-def _gb(n: int) -> str:
+def gb(n: float) -> str:
+    """Bytes as decimal gigabytes, ``5.23 GB``."""
     return f"{n / 1e9:.2f} GB"
 
 
@@ -371,14 +372,13 @@ def describe_preset(r: ResolvedPreset) -> str:
     lines = [
         f"preset {p.name}: {p.model} ({', '.join(r.facts['architectures'])}, "
         f"{t['num_hidden_layers']} layers, d_model {t['hidden_size']})",
-        f"  model: {r.parameters / 1e9:.2f} B parameters, {_gb(r.model_bytes)} in "
-        f"{p.dtype}{vision}",
+        f"  model: {r.parameters / 1e9:.2f} B parameters, {gb(r.model_bytes)} in {p.dtype}{vision}",
         f"  chat template: {p.chat_notes}",
         f"  SAEs: {p.release} (HF {r.repo_id}), trained on {r.sae_model}; width {p.width} "
         f"(d_sae {s0.d_sae}), variant {p.variant}, {len(layers)} layers: {span}",
-        f"  SAE size: {_gb(s0.bytes(p.sae_dtype))} per layer in {p.sae_dtype}; all layers "
-        f"{_gb(r.sae_bytes('float32'))} in float32, {_gb(r.sae_bytes(p.dtype))} in {p.dtype}",
-        f"  to load: {_gb(r.model_bytes + r.sae_bytes(p.sae_dtype))} (model in {p.dtype} + "
+        f"  SAE size: {gb(s0.bytes(p.sae_dtype))} per layer in {p.sae_dtype}; all layers "
+        f"{gb(r.sae_bytes('float32'))} in float32, {gb(r.sae_bytes(p.dtype))} in {p.dtype}",
+        f"  to load: {gb(r.model_bytes + r.sae_bytes(p.sae_dtype))} (model in {p.dtype} + "
         f"SAEs in {p.sae_dtype})",
     ]
     for s in r.saes:
