@@ -49,11 +49,13 @@ def test_dry_run_resolves_model_saes_datasets_and_judges_without_loading(monkeyp
                  "31.42 GB in float32", "harmbench (cais/HarmBench-Llama-2-13b-cls, 26.03 GB",
                  "benchmarks (lm-eval): gsm8k, arc_challenge", "download: https://"):  # fmt: skip
         assert part in text, part
+    # offline, a dataset that is nowhere on disk gives one clear error and exit 2: HarmBench's
+    # CSV (refusal_direction's files too when ../shared/datasets is not beside the checkout)
+    missing = "harmbench" if SHARED.is_dir() else "refusal_direction"
+    assert out.exit_code == 2 and f"not ready: dataset '{missing}'" in text
+    assert f"in DIR/{missing}/ and pass --dir DIR" in text
     if SHARED.is_dir():
         assert "refusal_direction:harmful_train -> harmful_train (on disk:" in text
-    # offline, HarmBench's CSV is nowhere on disk: one clear error, exit 2
-    assert out.exit_code == 2 and "not ready: dataset 'harmbench'" in text
-    assert "put harmbench_behaviors_text_test.csv in DIR/harmbench/" in text
     assert "Traceback" not in text
 
 
