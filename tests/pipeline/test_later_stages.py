@@ -17,18 +17,9 @@ from refusalscope.pipeline.outputs import load_run, write_outputs
 from refusalscope.pipeline.run import run as run_pipeline
 from refusalscope.runtime.files import load_tensors
 from refusalscope.runtime.types import Prompt
-from tests.pipeline.test_pipeline import METHODS, small_run
+from tests.pipeline.runs import METHODS, small_run
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def first_run(tiny_organism, tmp_path_factory):
-    """The same run as test_pipeline's (its stages come from the session's cache)."""
-    out = tmp_path_factory.mktemp("run")
-    res = run_pipeline(small_run())
-    write_outputs(res, out)
-    return res, out
 
 
 def test_a_second_judge_rejudges_every_generation(first_run):

@@ -13,62 +13,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from refusalscope.analysis.config import AnalysisConfig
 from refusalscope.cli import app
-from refusalscope.evaluation.config import EvalConfig
-from refusalscope.evaluation.faithfulness import FaithfulnessConfig
-from refusalscope.pipeline.config import STAGES, ModelConfig, RunConfig, SAESourceConfig
+from refusalscope.pipeline.config import STAGES, ModelConfig, SAESourceConfig
 from refusalscope.pipeline.context import load_context
 from refusalscope.pipeline.outputs import load_run, write_outputs
 from refusalscope.pipeline.run import run as run_pipeline
 from refusalscope.report.browser import check_page, find_chromium
 from refusalscope.runtime import cache
 from refusalscope.runtime.errors import RefusalScopeError
-from refusalscope.stages.attribution import AttributionConfig
-from refusalscope.stages.candidates import CandidateConfig
-from refusalscope.stages.direction import DirectionConfig
 from refusalscope.stages.prompts import PromptConfig
-from tests.conftest import tiny_organism_config
+from tests.pipeline.runs import METHODS, small_run
 
 pytestmark = pytest.mark.slow
-
-METHODS = {"base", "cossim", "actdiff", "ap", "fstar", "ablate_direction"}
-
-
-def small_run(**changes) -> RunConfig:
-    cfg = RunConfig(
-        organism=tiny_organism_config(),
-        prompts=PromptConfig(n_train=16, n_val=8, n_test=10, filter_max_new_tokens=16),
-        direction=DirectionConfig(n_sweep=8, max_new_tokens=16),
-        candidates=CandidateConfig(k_per_layer=5),
-        attribution=AttributionConfig(ig_steps=3, batch_size=8, all_latents_keep=16),
-        evaluation=EvalConfig(
-            k_star=4,
-            sweep_c=(0.0, -3.0),
-            sweep_k=(2, 4),
-            n_sweep=8,
-            max_new_tokens=16,
-            n_induction=6,
-            n_capability=6,
-            induction_multiples=(0.0, 1.0),
-            add_coeffs=(0.0, 1.0),
-        ),
-        # 2 harmful train prompts per category here (the full organism has 16)
-        analysis=AnalysisConfig(
-            min_category_prompts=1, probe_random_draws=3, n_bootstrap=200, circuit_k=10
-        ),
-        faithfulness=FaithfulnessConfig(sample_prompts=2, variant_prompts=4, n_bootstrap=200),
-        judges=("substring",),  # a second judge on every generation, with agreement
-    )
-    return dataclasses.replace(cfg, **changes)
-
-
-@pytest.fixture(scope="module")
-def first_run(tiny_organism, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    res = run_pipeline(small_run())
-    write_outputs(res, out)
-    return res, out
 
 
 def test_writes_the_four_artifacts_with_their_keys(first_run):

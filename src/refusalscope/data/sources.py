@@ -100,7 +100,7 @@ def locate(spec: DatasetSpec, split: str, local_dir: str | Path | None) -> Path:
     download at the pinned revision; one clear error when none works."""
     tried = []
     if local_dir is not None:
-        found = next((c for c in local_candidates(spec, split, local_dir) if c.is_file()), None)
+        found = _in_folder(spec, split, local_dir)
         if found is not None:
             return found
         tried.append(_missing_locally(spec, split, Path(local_dir).expanduser()))
@@ -133,11 +133,12 @@ def locate(spec: DatasetSpec, split: str, local_dir: str | Path | None) -> Path:
 def find_on_disk(spec: DatasetSpec, split: str, local_dir: str | Path | None) -> Path | None:
     """The file ``locate`` would use without downloading (the local folder, then the
     caches); None when only a download would find it."""
-    if local_dir is not None:
-        found = next((c for c in local_candidates(spec, split, local_dir) if c.is_file()), None)
-        if found is not None:
-            return found
-    return _cached(spec, spec.splits[split])
+    found = _in_folder(spec, split, local_dir) if local_dir is not None else None
+    return found or _cached(spec, spec.splits[split])
+
+
+def _in_folder(spec: DatasetSpec, split: str, local_dir: str | Path) -> Path | None:
+    return next((c for c in local_candidates(spec, split, local_dir) if c.is_file()), None)
 
 
 def _missing_locally(spec: DatasetSpec, split: str, d: Path) -> str:

@@ -15,7 +15,7 @@ from typing import Literal
 from ..runtime.errors import RefusalScopeError
 from . import get_judge, judge_names
 from .base import Judge
-from .config import JudgingConfig
+from .config import HFJudgeConfig, JudgingConfig
 from .harmbench import HarmBenchJudge, HarmBenchMistralJudge
 from .hf import bitsandbytes_available
 from .llamaguard import LlamaGuardJudge
@@ -56,10 +56,10 @@ def check_panel(names: tuple[str, ...], cfg: JudgingConfig) -> None:
     if any(n in _OPENAI for n in names):
         check_openai_judge(cfg.openai)
     for name in filter(loads_model, names):
-        if getattr(cfg, name.replace("-", "_")).load_in_8bit and not bitsandbytes_available():
+        if model_settings(name, cfg).load_in_8bit and not bitsandbytes_available():
             raise RefusalScopeError(
-                f"judging.{name.replace('-', '_')}.load_in_8bit needs the bitsandbytes "
-                "package, which is not installed; pip install bitsandbytes, or set it false"
+                f"judging.{_section(name)}.load_in_8bit needs the bitsandbytes package, "
+                "which is not installed; pip install bitsandbytes, or set it false"
             )
 
 
@@ -68,6 +68,17 @@ def make_judge(name: str, cfg: JudgingConfig) -> Judge:
     if name in _MODEL_JUDGES:
         return _MODEL_JUDGES[name](cfg)
     return get_judge(name)
+
+
+def model_settings(name: str, cfg: JudgingConfig) -> HFJudgeConfig:
+    """The ``judging`` section of a judge that loads a model (``judging.harmbench_mistral``
+    for ``harmbench-mistral``)."""
+    assert loads_model(name), f"{name} loads no model"
+    return getattr(cfg, _section(name))
+
+
+def _section(name: str) -> str:
+    return name.replace("-", "_")
 
 
 def loads_model(name: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 from ..data.registry import get_spec, parse_ref
 from ..data.sources import find_on_disk
 from ..judges.config import JudgingConfig
-from ..judges.panel import loads_model
+from ..judges.panel import loads_model, model_settings
 from ..runtime.errors import RefusalScopeError
 from .config import RunConfig, no_saes
 from .presets import (
@@ -114,7 +114,7 @@ def _judge_lines(cfg: RunConfig) -> list[str]:
     j: JudgingConfig = cfg.judging
     for name in cfg.judges:
         if loads_model(name):
-            jc = getattr(j, name.replace("-", "_"))
+            jc = model_settings(name, j)
             n = JUDGE_PARAMETERS.get(jc.model)
             size = f", {gb(n * DTYPE_BYTES[jc.dtype])} in {jc.dtype}" if n else ""
             out.append(f"judge on every generation: {name} ({jc.model}{size}; loaded after "
